@@ -1,0 +1,50 @@
+/**
+ * Test helpers shared by every test file: a `Deno.test` wrapper that checks
+ * no worker spawned by the package is left alive when a test ends (Deno's
+ * sanitizers do not report leaked workers), and small utilities.
+ *
+ * @module
+ */
+
+import { strict as assert } from "node:assert";
+import { liveWorkerCount } from "../patterns/_util.ts";
+
+/**
+ * Registers a test that must end with zero live workers. Sanitizers are on
+ * for ops and resources (each test file also turns them on at its top).
+ *
+ * @param name What the test checks, in plain words.
+ * @param fn The test body.
+ * @param options Extra `Deno.test` options (e.g. `ignore`).
+ */
+export function mpTest(
+  name: string,
+  fn: (t: Deno.TestContext) => void | Promise<void>,
+  options: Omit<Deno.TestDefinition, "name" | "fn"> = {},
+): void {
+  Deno.test({
+    ...options,
+    name,
+    sanitizeOps: true,
+    sanitizeResources: true,
+    async fn(t) {
+      assert.equal(liveWorkerCount(), 0, "a worker was alive before the test");
+      try {
+        await fn(t);
+      } finally {
+        const live = liveWorkerCount();
+        assert.equal(live, 0, `${live} worker(s) left alive by the test`);
+      }
+    },
+  });
+}
+
+/**
+ * A sequence `0 … n-1`.
+ *
+ * @param n How many.
+ * @returns The numbers.
+ */
+export function range(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => i);
+}
