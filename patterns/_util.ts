@@ -1049,8 +1049,10 @@ export function encodeShared(
     if (isShareable(v)) {
       out.handles = true;
       const h = v[kShare](context);
-      const marked = { [HANDLE_KEY]: 1, ...h };
+      const marked: Record<string, unknown> = { [HANDLE_KEY]: 1, ...h };
       seen.set(v, marked);
+      // The handle's data may itself hold shared objects (a Value's lock).
+      marked.data = walk(h.data);
       return marked;
     }
     if (Array.isArray(v)) {
