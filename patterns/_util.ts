@@ -1559,8 +1559,13 @@ export function liveWorkerCount(): number {
  * ```
  *
  * @param onMessage Handles the messages after the init message.
+ * @param beforeExit Runs when the worker code calls `self.close()` or
+ *   `Deno.exit()`, before the exit is reported (e.g. to flush results).
  */
-export function installWorkerRuntime(onMessage: (data: unknown) => void): void {
+export function installWorkerRuntime(
+  onMessage: (data: unknown) => void,
+  beforeExit?: () => void,
+): void {
   const scope = globalThis as unknown as {
     onmessage: ((e: MessageEvent) => void) | null;
     close(): void;
@@ -1606,6 +1611,11 @@ export function installWorkerRuntime(onMessage: (data: unknown) => void): void {
   const exit = (code: number, really: () => void): never => {
     if (!exiting) {
       exiting = true;
+      try {
+        beforeExit?.();
+      } catch {
+        // The worker is going away regardless.
+      }
       const rt = runtime();
       for (const w of [...rt.live]) w.terminate();
       scope.postMessage({ [EXITED]: code });

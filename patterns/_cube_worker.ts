@@ -1,0 +1,413 @@
+/**
+ * The worker side of `Process` and `Pool` (cube.ts): it compiles or imports
+ * task functions, runs batches of jobs one at a time, records which job and
+ * item it is running in shared memory (so the pool can tell a crash or a
+ * timeout apart from a finished task), and posts results back in batches.
+ *
+ * Messages in (after the runtime's init message):
+ * - `setup`: the state buffer, the pool's module and initializer;
+ * - `run`: task definitions and jobs `[seq, fnId, mode, payload]`;
+ * - `process`: one target to run, after which the worker reports its exit.
+ *
+ * Messages out: `ready`, `done` (job results), `setup-error`, `exit`.
+ *
+ * @module
+ */
+
+import {
+  compileTask,
+  currentThreadName,
+  decodeShared,
+  encodeShared,
+  type ErrorInfo,
+  errorInfo,
+  explainTaskError,
+  installWorkerRuntime,
+  type ReviveContext,
+} from "./_util.ts";
+
+/** How a task is defined: `[fnId, "src" | "export", text]`. */
+export type TaskDef = [number, "src" | "export", string];
+
+/**
+ * A batch of jobs, in columns: job `j` is `seqs[j]`, runs task `fns[j]` in
+ * mode `modes[j]` (0: `fn(item)`, 1: `fn(...args)`) over the next `lens[j]`
+ * entries of `items`.
+ */
+export interface RunMsg {
+  /** The message type. */
+  t: "run";
+  /** Task definitions this worker has not seen yet. */
+  defs: TaskDef[];
+  /** Whether `items` holds shared-object handles to decode. */
+  handles: boolean;
+  /** Job sequence numbers. */
+  seqs: number[];
+  /** Task ids. */
+  fns: number[];
+  /** Call modes. */
+  modes: Array<0 | 1>;
+  /** Items per job. */
+  lens: number[];
+  /** All items, job after job. */
+  items: unknown[];
+}
+
+/** A failed job: `[seq, error, itemIndex, badTask]`. */
+export type JobError = [number, ErrorInfo, number, boolean];
+
+/** The results of a run of jobs, in dispatch order. */
+export interface DoneMsg {
+  /** The message type. */
+  t: "done";
+  /** The finished jobs' sequence numbers, in order. */
+  seqs: number[];
+  /** The values of the jobs that succeeded, job after job. */
+  values: unknown[];
+  /** Whether `values` holds shared-object handles to decode. */
+  handles: boolean;
+  /** The jobs that failed. */
+  errors: JobError[];
+  /** The time spent on these jobs, in ms. */
+  ms: number;
+  /** The number of items run. */
+  n: number;
+}
+
+/** The messages the main thread sends to this worker. */
+export type ToWorker =
+  | {
+    t: "setup";
+    state: SharedArrayBuffer;
+    timed: boolean;
+    module?: string;
+    initializer?: TaskDef;
+    initArgs?: unknown[];
+    handles?: boolean;
+  }
+  | RunMsg
+  | {
+    t: "process";
+    module?: string;
+    target: TaskDef;
+    args: unknown[];
+    handles: boolean;
+  };
+
+/** The messages this worker sends to the main thread. */
+export type FromWorker =
+  | { t: "ready" }
+  | DoneMsg
+  | { t: "setup-error"; error: ErrorInfo }
+  | { t: "exit"; code: number };
+
+type Task = {
+  fn?: (...args: unknown[]) => unknown;
+  fromSource: boolean;
+  error?: ErrorInfo;
+};
+
+const now = () => performance.timeOrigin + performance.now();
+const post = (m: FromWorker, transfer: Transferable[] = []) =>
+  (globalThis as unknown as {
+    postMessage(m: unknown, t: Transferable[]): void;
+  }).postMessage(m, transfer);
+
+let state: Int32Array<ArrayBufferLike> = new Int32Array(2);
+let started: Float64Array<ArrayBufferLike> = new Float64Array(1);
+let timed = false;
+let moduleUrl: string | undefined;
+let moduleNs: Promise<Record<string, unknown>> | undefined;
+let setupDone: Promise<boolean> = Promise.resolve(true);
+const tasks = new Map<number, Task>();
+const inbox: RunMsg[] = [];
+let draining = false;
+
+/** Results not yet posted. */
+let out: DoneMsg = emptyDone();
+let lastFlush = 0;
+let flushStart = 0;
+
+function emptyDone(): DoneMsg {
+  return {
+    t: "done",
+    seqs: [],
+    values: [],
+    handles: false,
+    errors: [],
+    ms: 0,
+    n: 0,
+  };
+}
+
+function flush(): void {
+  const t = now();
+  lastFlush = t;
+  if (out.seqs.length === 0) return;
+  const msg = out;
+  msg.ms = t - flushStart;
+  out = emptyDone();
+  flushStart = t;
+  let transfer: Transferable[] = [];
+  let after: Array<() => void> = [];
+  if (msg.handles) {
+    const enc = encodeShared(msg.values, transfer);
+    msg.values = enc.value as unknown[];
+    msg.handles = enc.handles;
+    after = enc.afterSend;
+  }
+  try {
+    post(msg, transfer);
+    for (const hook of after) hook();
+  } catch (e) {
+    // Some value cannot be cloned: fail every job of this message with a
+    // clear error rather than losing them.
+    transfer = [];
+    const info: ErrorInfo = {
+      name: "TypeError",
+      message: `Cannot return a task's result to the caller: ${
+        (e as Error).message
+      }`,
+      stack: "",
+    };
+    const failed = new Set(msg.errors.map((x) => x[0]));
+    post({
+      ...msg,
+      values: [],
+      handles: false,
+      errors: [
+        ...msg.errors,
+        ...msg.seqs.filter((q) => !failed.has(q)).map((q): JobError => [
+          q,
+          info,
+          0,
+          false,
+        ]),
+      ],
+    });
+  }
+}
+
+installWorkerRuntime((data) => onMessage(data as ToWorker), flush);
+
+function loadModule(): Promise<Record<string, unknown>> {
+  if (!moduleUrl) {
+    return Promise.reject(
+      new TypeError(
+        "Cannot run the task: it names an export but no module was given",
+      ),
+    );
+  }
+  moduleNs ??= import(moduleUrl) as Promise<Record<string, unknown>>;
+  return moduleNs;
+}
+
+async function resolveTask(def: TaskDef): Promise<Task> {
+  const [, kind, text] = def;
+  if (kind === "src") {
+    try {
+      return { fn: compileTask(text), fromSource: true };
+    } catch (e) {
+      return {
+        fromSource: true,
+        error: { ...errorInfo(e), name: "TypeError" },
+      };
+    }
+  }
+  try {
+    const ns = await loadModule();
+    const fn = Object.hasOwn(ns, text) ? ns[text] : undefined;
+    if (typeof fn !== "function") {
+      return {
+        fromSource: false,
+        error: errorInfo(
+          new TypeError(
+            `Cannot run the task: the module ${moduleUrl} has no exported function named ${
+              JSON.stringify(text)
+            }${fn === undefined ? "" : ` (it is ${typeof fn})`}`,
+          ),
+        ),
+      };
+    }
+    return { fn: fn as (...args: unknown[]) => unknown, fromSource: false };
+  } catch (e) {
+    return { fromSource: false, error: errorInfo(e) };
+  }
+}
+
+function onMessage(msg: ToWorker): void {
+  switch (msg.t) {
+    case "setup":
+      state = new Int32Array(msg.state, 0, 2);
+      started = new Float64Array(msg.state, 8, 1);
+      timed = msg.timed;
+      Atomics.store(state, 0, -1);
+      moduleUrl = msg.module;
+      setupDone = setup(msg);
+      break;
+    case "run":
+      inbox.push(msg);
+      if (!draining) void drain();
+      break;
+    case "process":
+      void runProcess(msg);
+      break;
+  }
+}
+
+async function setup(msg: Extract<ToWorker, { t: "setup" }>): Promise<boolean> {
+  try {
+    if (moduleUrl) await loadModule();
+    if (msg.initializer) {
+      const task = await resolveTask(msg.initializer);
+      if (task.error) throw Object.assign(new Error(), task.error);
+      const args = (msg.handles
+        ? await decodeShared(msg.initArgs ?? [])
+        : msg.initArgs ?? []) as unknown[];
+      await task.fn!(...args);
+    }
+    post({ t: "ready" });
+    return true;
+  } catch (e) {
+    post({ t: "setup-error", error: explainTaskError(e, true) });
+    return false;
+  }
+}
+
+async function drain(): Promise<void> {
+  draining = true;
+  try {
+    if (!(await setupDone)) {
+      inbox.length = 0;
+      return;
+    }
+    flushStart = lastFlush = now();
+    while (inbox.length > 0) {
+      await runBatch(inbox.shift()!);
+      flush();
+    }
+  } finally {
+    draining = false;
+  }
+}
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return (typeof v === "object" || typeof v === "function") && v !== null &&
+    typeof (v as { then?: unknown }).then === "function";
+}
+
+async function runBatch(msg: RunMsg): Promise<void> {
+  for (const def of msg.defs) tasks.set(def[0], await resolveTask(def));
+  const { seqs, fns, modes, lens } = msg;
+  let items = msg.items;
+  const ends: Array<() => void> = [];
+  if (msg.handles) {
+    try {
+      items = (await decodeShared(items, {
+        onTaskEnd: (fn) => ends.push(fn),
+      })) as unknown[];
+    } catch (e) {
+      for (const seq of seqs) {
+        out.seqs.push(seq);
+        out.errors.push([seq, errorInfo(e), 0, false]);
+      }
+      return;
+    }
+  }
+  let at = 0;
+  for (let j = 0; j < seqs.length; j++) {
+    const seq = seqs[j]!, len = lens[j]!, mode = modes[j];
+    const task = tasks.get(fns[j]!);
+    if (!task || task.error) {
+      out.seqs.push(seq);
+      out.errors.push([
+        seq,
+        task?.error ?? errorInfo(
+          new TypeError(
+            `Cannot run the task: unknown task id ${fns[j]}`,
+          ),
+        ),
+        0,
+        true,
+      ]);
+      at += len;
+      continue;
+    }
+    const fn = task.fn!;
+    const values = out.values;
+    const mark = values.length;
+    Atomics.store(state, 0, seq);
+    let i = 0;
+    try {
+      for (; i < len; i++) {
+        state[1] = i;
+        if (timed) started[0] = now();
+        let r = mode === 0
+          ? fn(items[at + i])
+          : fn(...(items[at + i] as unknown[]));
+        if (isThenable(r)) r = await r;
+        if (typeof r === "object" && r !== null) out.handles = true;
+        values.push(r);
+      }
+    } catch (e) {
+      values.length = mark;
+      out.errors.push([seq, explainTaskError(e, task.fromSource), i, false]);
+    }
+    Atomics.store(state, 0, -1);
+    // Recorded only once finished: a flush while the job runs (the task
+    // closing its worker) must not report it as done.
+    out.seqs.push(seq);
+    out.n += len;
+    at += len;
+    if (now() - lastFlush > 2) flush();
+  }
+  for (const end of ends) {
+    try {
+      end();
+    } catch {
+      // Closing what the tasks held is best effort.
+    }
+  }
+}
+
+async function runProcess(
+  msg: Extract<ToWorker, { t: "process" }>,
+): Promise<void> {
+  moduleUrl = msg.module;
+  const ends: Array<() => void> = [];
+  let code = 0;
+  try {
+    const task = await resolveTask(msg.target);
+    if (task.error) {
+      throw Object.assign(new Error(task.error.message), task.error);
+    }
+    const args = (msg.handles
+      ? await decodeShared(msg.args, {
+        onTaskEnd: (fn) => ends.push(fn),
+      })
+      : msg.args) as unknown[];
+    try {
+      await task.fn!(...args);
+    } catch (e) {
+      const info = explainTaskError(e, task.fromSource);
+      const stack = info.stack.startsWith(`${info.name}: ${info.message}`) ||
+          info.message === errorInfo(e).message
+        ? info.stack
+        : `${info.name}: ${info.message}\n${info.stack}`;
+      console.error(`Process ${currentThreadName()}:\n${stack}`);
+      code = 1;
+    }
+  } catch (e) {
+    const info = errorInfo(e);
+    console.error(`Process ${currentThreadName()}:\n${info.stack}`);
+    code = 1;
+  }
+  for (const end of ends) {
+    try {
+      end();
+    } catch {
+      // Closing what the process held is best effort.
+    }
+  }
+  post({ t: "exit", code });
+}
