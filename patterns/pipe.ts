@@ -1,0 +1,704 @@
+/**
+ * `Pipe` and `Connection`: Python's `multiprocessing.Pipe`, a two-ended
+ * channel between threads, on a ring buffer in shared memory.
+ *
+ * Python, the original:
+ *
+ * ```py
+ * from multiprocessing import Pipe, Process
+ *
+ * def cube_sender(conn, x):
+ *     conn.send(x ** 3)
+ *     conn.close()
+ *
+ * def cube_receiver(conn):
+ *     print(conn.recv())
+ *
+ * if __name__ == "__main__":
+ *     parent_conn, child_conn = Pipe()
+ *     p1 = Process(target=cube_sender, args=(parent_conn, 5))
+ *     p2 = Process(target=cube_receiver, args=(child_conn,))
+ *     p1.start(); p2.start(); p1.join(); p2.join()
+ * ```
+ *
+ * Deno, this module (the ends work the same in the main thread and in
+ * workers; passed to a `Process` or `Pool` task, an end moves there):
+ *
+ * ```ts
+ * import { Pipe } from "./pipe.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * const [a, b] = Pipe();
+ * a.send(5 ** 3);
+ * assert.equal(await b.recv(), 125);
+ * b.send({ reply: "thanks" });
+ * assert.deepEqual(await a.recv(), { reply: "thanks" });
+ * a.close();
+ * b.close();
+ * ```
+ *
+ * How it works: each direction is a ring of records in a
+ * `SharedArrayBuffer` (see `_channel.ts`). Numbers and strings skip
+ * structured-clone serialization; a round trip between two threads that wait
+ * for each other costs microseconds, not a `postMessage`.
+ *
+ * @module
+ */
+
+import {
+  checkCapacity,
+  DRAINED,
+  EMPTY,
+  encodeBytes,
+  type EncodedRecord,
+  encodeValue,
+  FULL,
+  getAsync,
+  getSync,
+  MISMATCH,
+  OK,
+  putSync,
+  restoreEncoded,
+  Ring,
+  saveEncoded,
+} from "./_channel.ts";
+import {
+  checkTimeout,
+  ClosedError,
+  describeValue,
+  EOFError,
+  isMainModule,
+  isWorkerThread,
+  kShare,
+  parseCli,
+  registerShareable,
+  type Shareable,
+  type ShareContext,
+  type SharedHandle,
+  throwIfAborted,
+  timeoutError,
+  type WaitOptions,
+} from "./_util.ts";
+
+export { ClosedError, EOFError } from "./_util.ts";
+export { kShare } from "./_util.ts";
+export type {
+  Shareable,
+  ShareContext,
+  SharedHandle,
+  WaitOptions,
+} from "./_util.ts";
+
+const PIPE_TYPE = "pipe.connection";
+/** Bytes of each direction's ring. */
+const PIPE_CAPACITY = 256 * 1024;
+
+const OPEN = 0;
+const CLOSED_HERE = 1;
+const MOVED = 2;
+
+/** Options of {@linkcode Pipe}. */
+export interface PipeOptions {
+  /**
+   * Bytes each direction holds before a worker's `send` waits (and the main
+   * thread's starts queueing). A single message must fit.
+   *
+   * @default {262144}
+   */
+  capacityBytes?: number;
+}
+
+/**
+ * The shared memory of one end, as it travels into another thread.
+ * Internal: make ends with {@linkcode Pipe}.
+ */
+export interface ConnectionInit {
+  /** The ring this end reads from, or `null` for a send-only end. */
+  rx: SharedArrayBuffer | null;
+  /** The ring this end writes to, or `null` for a receive-only end. */
+  tx: SharedArrayBuffer | null;
+}
+
+/**
+ * One end of a {@linkcode Pipe}. Values are anything structured clone can
+ * carry; `sendBytes`/`recvBytes` carry raw bytes.
+ *
+ * - `send` never blocks the main thread: when the pipe is full, the values
+ *   wait in order in this thread and flow as the reader makes room (the
+ *   program stays alive until they are delivered, or the reader closes its
+ *   end). In a worker, `send` blocks until there is room, as Python's does.
+ * - An end **moves** when passed to a `Process` or `Pool` task: the sender's
+ *   object is detached (`closed` is `true`, `close()` does nothing, other
+ *   calls throw {@linkcode ClosedError}), and the end is closed when that
+ *   task or process ends, unless it passed the end on. An end with values
+ *   still queued for room cannot be passed (`RangeError`).
+ * - Concurrent use: an end lives in one thread at a time (it moves), and all
+ *   operations are guarded by a lock in shared memory, so several `recv`
+ *   calls pending at once in that thread each get a different message and no
+ *   message is ever torn or duplicated (unlike Python's pipe, which two
+ *   processes reading one end can corrupt).
+ * - `recv` after the other end closed and everything was read throws
+ *   {@linkcode EOFError}; `send` after it closed throws `ClosedError`;
+ *   anything on one's own closed end throws `ClosedError`.
+ *
+ * @example Usage
+ * ```ts
+ * import { EOFError, Pipe } from "./pipe.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * const [a, b] = Pipe();
+ * a.send("hello");
+ * a.sendBytes(new Uint8Array([1, 2, 3]));
+ * a.close();
+ * assert.equal(await b.poll(), true);
+ * assert.equal(await b.recv(), "hello");
+ * assert.deepEqual(await b.recvBytes(), new Uint8Array([1, 2, 3]));
+ * await assert.rejects(b.recv(), EOFError);
+ * b.close();
+ * ```
+ */
+export class Connection implements Shareable, Disposable {
+  readonly #rx: Ring | null;
+  readonly #tx: Ring | null;
+  #state = OPEN;
+  #pending: EncodedRecord[] = [];
+  #pendingHead = 0;
+  #flushing = false;
+  #closeAfterFlush = false;
+
+  /**
+   * Attaches to the shared memory of one end. Internal: use
+   * {@linkcode Pipe}.
+   *
+   * @param init The end's rings.
+   */
+  constructor(init: ConnectionInit) {
+    this.#rx = init.rx ? new Ring(init.rx) : null;
+    this.#tx = init.tx ? new Ring(init.tx) : null;
+  }
+
+  /**
+   * Whether this end is closed here: by `close()`, or because it was passed
+   * to another thread.
+   *
+   * @example Usage
+   * ```ts
+   * import { Pipe } from "./pipe.ts";
+   * import { strict as assert } from "node:assert";
+   *
+   * const [a, b] = Pipe();
+   * a.close();
+   * assert.equal(a.closed, true);
+   * assert.equal(b.closed, false);
+   * b.close();
+   * ```
+   *
+   * @returns `true` once closed or moved.
+   */
+  get closed(): boolean {
+    return this.#state !== OPEN;
+  }
+
+  /** Whether this end can receive (`false` for the sending end of a one-way pipe). */
+  get readable(): boolean {
+    return this.#rx !== null;
+  }
+
+  /** Whether this end can send (`false` for the receiving end of a one-way pipe). */
+  get writable(): boolean {
+    return this.#tx !== null;
+  }
+
+  #gone(what: string): ClosedError {
+    return new ClosedError(
+      this.#state === MOVED
+        ? `Cannot ${what}: this end of the pipe was passed to another thread`
+        : `Cannot ${what}: this end of the pipe is closed`,
+    );
+  }
+
+  #reader(what: string): Ring {
+    if (this.#state !== OPEN) throw this.#gone(what);
+    if (!this.#rx) {
+      throw new TypeError(
+        `Cannot ${what}: this end of a one-way pipe only sends`,
+      );
+    }
+    return this.#rx;
+  }
+
+  #writer(what: string): Ring {
+    if (this.#state !== OPEN) throw this.#gone(what);
+    if (!this.#tx) {
+      throw new TypeError(
+        `Cannot ${what}: this end of a one-way pipe only receives`,
+      );
+    }
+    if (this.#tx.readerClosed) {
+      throw new ClosedError(`Cannot ${what}: the other end is closed`);
+    }
+    return this.#tx;
+  }
+
+  #checkOpen = (): void => {
+    if (this.#state !== OPEN) throw this.#gone("recv");
+  };
+
+  /**
+   * Sends a value to the other end. In the main thread it never blocks; in
+   * a worker it waits for room when the pipe is full.
+   *
+   * @example Usage
+   * ```ts
+   * import { Pipe } from "./pipe.ts";
+   * import { strict as assert } from "node:assert";
+   *
+   * const [a, b] = Pipe();
+   * a.send([1, "two", { three: 3n }]);
+   * assert.deepEqual(await b.recv(), [1, "two", { three: 3n }]);
+   * a.close();
+   * b.close();
+   * ```
+   *
+   * @param value Anything structured clone can carry.
+   * @throws {TypeError} If the value cannot be cloned (nothing is sent), or
+   *   this is the receiving end of a one-way pipe.
+   * @throws {RangeError} If the value is larger than the pipe's capacity.
+   * @throws {ClosedError} If either end is closed.
+   */
+  send(value: unknown): void {
+    const tx = this.#writer("send");
+    tx.checkFits(encodeValue(value, "send"), "send");
+    this.#write(tx, "send");
+  }
+
+  /**
+   * Sends raw bytes (a copy is taken at once).
+   *
+   * @example Usage
+   * ```ts
+   * import { Pipe } from "./pipe.ts";
+   * import { strict as assert } from "node:assert";
+   *
+   * const [a, b] = Pipe();
+   * a.sendBytes(new TextEncoder().encode("raw"));
+   * assert.equal(new TextDecoder().decode(await b.recvBytes()), "raw");
+   * a.close();
+   * b.close();
+   * ```
+   *
+   * @param bytes A typed array, `DataView` or `ArrayBuffer`.
+   * @throws {TypeError} If `bytes` is none of those, or this end only
+   *   receives.
+   * @throws {RangeError} If they are larger than the pipe's capacity.
+   * @throws {ClosedError} If either end is closed.
+   */
+  sendBytes(bytes: ArrayBufferView | ArrayBufferLike): void {
+    let view: Uint8Array;
+    if (bytes instanceof Uint8Array) {
+      view = bytes;
+    } else if (ArrayBuffer.isView(bytes)) {
+      view = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    } else if (
+      bytes instanceof ArrayBuffer || bytes instanceof SharedArrayBuffer
+    ) {
+      view = new Uint8Array(bytes);
+    } else {
+      throw new TypeError(
+        `Cannot sendBytes: expected a typed array, DataView or ArrayBuffer, received ${
+          describeValue(bytes)
+        }`,
+      );
+    }
+    const tx = this.#writer("sendBytes");
+    tx.checkFits(encodeBytes(view), "sendBytes");
+    this.#write(tx, "sendBytes");
+  }
+
+  #write(tx: Ring, what: string): void {
+    if (this.#pendingHead < this.#pending.length) {
+      this.#pending.push(saveEncoded());
+      return;
+    }
+    if (isWorkerThread()) {
+      const r = putSync(tx, Infinity);
+      if (r === OK) return;
+      throw new ClosedError(`Cannot ${what}: the other end is closed`);
+    }
+    const r = tx.tryPut(false);
+    if (r === OK) return;
+    if (r !== FULL) {
+      throw new ClosedError(`Cannot ${what}: the other end is closed`);
+    }
+    this.#pending.push(saveEncoded());
+    if (!this.#flushing) this.#flush(tx);
+  }
+
+  async #flush(tx: Ring): Promise<void> {
+    this.#flushing = true;
+    try {
+      while (this.#pendingHead < this.#pending.length) {
+        restoreEncoded(this.#pending[this.#pendingHead]!);
+        const r = tx.tryPut(true);
+        if (r === OK) {
+          this.#pending[this.#pendingHead++] = undefined as never;
+          continue;
+        }
+        if (r !== FULL) break; // the reader closed: nobody will read them
+        await tx.waitPut(Infinity, undefined);
+      }
+    } catch {
+      // A wait cannot fail without a signal; drop the values if it does.
+    } finally {
+      this.#pending = [];
+      this.#pendingHead = 0;
+      this.#flushing = false;
+      if (this.#closeAfterFlush) tx.closeWriter();
+    }
+  }
+
+  /**
+   * Receives the next value, waiting without blocking the event loop.
+   * Bytes sent with `sendBytes` arrive as a `Uint8Array`.
+   *
+   * @example Usage
+   * ```ts
+   * import { Pipe } from "./pipe.ts";
+   * import { strict as assert } from "node:assert";
+   *
+   * const [a, b] = Pipe();
+   * await assert.rejects(b.recv({ timeout: 1 }), { name: "TimeoutError" });
+   * a.send(1);
+   * assert.equal(await b.recv({ timeout: 1000 }), 1);
+   * a.close();
+   * b.close();
+   * ```
+   *
+   * @param options `timeout` (ms; `0` only tries) and `signal`.
+   * @returns The value.
+   * @throws {EOFError} If the other end is closed and everything was read.
+   * @throws {ClosedError} If this end is closed.
+   * @throws {DOMException} Named `TimeoutError` when the timeout passes.
+   */
+  recv(options: WaitOptions = {}): Promise<unknown> {
+    return this.#recv(options, 0, "recv");
+  }
+
+  #recv(options: WaitOptions, kind: number, what: string): Promise<unknown> {
+    let rx: Ring, timeout: number;
+    try {
+      rx = this.#reader(what);
+      timeout = checkTimeout(options.timeout, what);
+      if (!options.signal?.aborted) {
+        // Fast path: something is there; no async machinery.
+        const v = rx.tryGet(false, kind);
+        if (v !== EMPTY || timeout <= 0) {
+          return Promise.resolve(this.#received(v, what, timeout));
+        }
+      }
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return getAsync(rx, kind, timeout, options.signal, this.#checkOpen).then(
+      (v) => this.#received(v, what, timeout),
+    );
+  }
+
+  /**
+   * Receives the next value, blocking the thread (for worker code).
+   *
+   * @example Usage
+   * ```ts
+   * import { Pipe } from "./pipe.ts";
+   * import { strict as assert } from "node:assert";
+   *
+   * const [a, b] = Pipe();
+   * a.send("x");
+   * assert.equal(b.recvSync({ timeout: 0 }), "x");
+   * a.close();
+   * b.close();
+   * ```
+   *
+   * @param options `timeout` (ms; `0` only tries); an already aborted
+   *   `signal` throws its reason.
+   * @returns The value.
+   * @throws {EOFError} If the other end is closed and everything was read.
+   * @throws {ClosedError} If this end is closed.
+   * @throws {DOMException} Named `TimeoutError` when the timeout passes.
+   */
+  recvSync(options: WaitOptions = {}): unknown {
+    const rx = this.#reader("recvSync");
+    const timeout = checkTimeout(options.timeout, "recvSync");
+    throwIfAborted(options.signal);
+    const v = getSync(rx, 0, timeout, this.#checkOpen);
+    return this.#received(v, "recvSync", timeout);
+  }
+
+  /**
+   * Receives the next message sent with `sendBytes`, waiting without
+   * blocking the event loop.
+   *
+   * @example Usage
+   * ```ts
+   * import { Pipe } from "./pipe.ts";
+   * import { strict as assert } from "node:assert";
+   *
+   * const [a, b] = Pipe();
+   * a.sendBytes(new Uint8Array(1024));
+   * assert.equal((await b.recvBytes()).length, 1024);
+   * a.close();
+   * b.close();
+   * ```
+   *
+   * @param options `timeout` (ms; `0` only tries) and `signal`.
+   * @returns The bytes.
+   * @throws {TypeError} If the next message was sent with `send` (it is
+   *   left in the pipe for `recv`).
+   * @throws {EOFError} If the other end is closed and everything was read.
+   * @throws {ClosedError} If this end is closed.
+   * @throws {DOMException} Named `TimeoutError` when the timeout passes.
+   */
+  recvBytes(options: WaitOptions = {}): Promise<Uint8Array> {
+    return this.#recv(options, 2, "recvBytes") as Promise<Uint8Array>;
+  }
+
+  /**
+   * Receives the next message sent with `sendBytes`, blocking the thread.
+   *
+   * @example Usage
+   * ```ts
+   * import { Pipe } from "./pipe.ts";
+   * import { strict as assert } from "node:assert";
+   *
+   * const [a, b] = Pipe();
+   * a.sendBytes(new Uint8Array([7]));
+   * assert.deepEqual(b.recvBytesSync(), new Uint8Array([7]));
+   * a.close();
+   * b.close();
+   * ```
+   *
+   * @param options `timeout` (ms; `0` only tries); an already aborted
+   *   `signal` throws its reason.
+   * @returns The bytes.
+   * @throws {TypeError} If the next message was sent with `send`.
+   * @throws {EOFError} If the other end is closed and everything was read.
+   * @throws {ClosedError} If this end is closed.
+   * @throws {DOMException} Named `TimeoutError` when the timeout passes.
+   */
+  recvBytesSync(options: WaitOptions = {}): Uint8Array {
+    const rx = this.#reader("recvBytesSync");
+    const timeout = checkTimeout(options.timeout, "recvBytesSync");
+    throwIfAborted(options.signal);
+    const v = getSync(rx, 2, timeout, this.#checkOpen);
+    return this.#received(v, "recvBytesSync", timeout) as Uint8Array;
+  }
+
+  #received(v: unknown, what: string, timeout: number): unknown {
+    if (v === EMPTY) {
+      throw timeoutError(
+        timeout === 0
+          ? `${what} found nothing to read (timeout 0)`
+          : `${what} timed out after ${timeout} ms`,
+      );
+    }
+    if (v === DRAINED) {
+      throw new EOFError(
+        `Cannot ${what}: the other end is closed and everything it sent was read`,
+      );
+    }
+    if (v === MISMATCH) {
+      throw new TypeError(
+        `Cannot ${what}: the next message was sent with send(), not sendBytes(); read it with recv()`,
+      );
+    }
+    return v;
+  }
+
+  /**
+   * Whether there is something to read (or the other end closed, so `recv`
+   * would not wait), waiting up to `timeout` ms for it.
+   *
+   * @example Usage
+   * ```ts
+   * import { Pipe } from "./pipe.ts";
+   * import { strict as assert } from "node:assert";
+   *
+   * const [a, b] = Pipe();
+   * assert.equal(await b.poll(), false);
+   * a.send(1);
+   * assert.equal(await b.poll(10), true);
+   * a.close();
+   * b.close();
+   * ```
+   *
+   * @param timeout Milliseconds to wait (`Infinity` for ever).
+   * @returns `true` when `recv` would not wait.
+   * @throws {ClosedError} If this end is closed.
+   */
+  async poll(timeout: number = 0): Promise<boolean> {
+    const rx = this.#reader("poll");
+    const ms = checkTimeout(timeout, "poll");
+    if (rx.readable(false)) return true;
+    if (ms <= 0) return false;
+    const end = performance.now() + ms;
+    for (;;) {
+      if (rx.readable(true)) return true;
+      await rx.waitGet(Math.max(0, end - performance.now()), undefined);
+      if (this.#state !== OPEN) throw this.#gone("poll");
+      if (performance.now() >= end) return rx.readable(false);
+    }
+  }
+
+  /**
+   * Closes this end: the other end's `recv` gets {@linkcode EOFError} once it
+   * read everything sent, its `send` gets {@linkcode ClosedError}. Values
+   * sent from the main thread that still wait for room keep flowing.
+   * Idempotent; does nothing on an end passed to another thread.
+   *
+   * @example Usage
+   * ```ts
+   * import { ClosedError, Pipe } from "./pipe.ts";
+   * import { strict as assert } from "node:assert";
+   *
+   * const [a, b] = Pipe();
+   * b.close();
+   * assert.throws(() => a.send(1), ClosedError);
+   * a.close();
+   * a.close();
+   * ```
+   */
+  close(): void {
+    if (this.#state !== OPEN) return;
+    this.#state = CLOSED_HERE;
+    this.#rx?.closeReader();
+    if (this.#tx) {
+      if (this.#flushing) this.#closeAfterFlush = true;
+      else this.#tx.closeWriter();
+    }
+  }
+
+  /**
+   * Closes this end (`using conn = …`).
+   *
+   * @example Usage
+   * ```ts
+   * import { Pipe } from "./pipe.ts";
+   * import { strict as assert } from "node:assert";
+   *
+   * const [a, b] = Pipe();
+   * {
+   *   using _a = a;
+   * }
+   * assert.equal(a.closed, true);
+   * b.close();
+   * ```
+   */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  /**
+   * Hands this end to another thread (used by `Process` and `Pool`): once
+   * the message is posted, this object is detached.
+   *
+   * @param ctx The sending context.
+   * @returns The handle.
+   * @throws {ClosedError} If this end is closed or already passed on.
+   * @throws {RangeError} If values sent from here still wait for room.
+   */
+  [kShare](ctx: ShareContext): SharedHandle {
+    if (this.#state !== OPEN) throw this.#gone("pass the connection on");
+    if (this.#flushing) {
+      throw new RangeError(
+        `Cannot pass the connection on: ${
+          this.#pending.length - this.#pendingHead
+        } value(s) sent from this thread still wait for room in the pipe`,
+      );
+    }
+    ctx.afterSend(() => {
+      if (this.#state === OPEN) this.#state = MOVED;
+    });
+    const data: ConnectionInit = {
+      rx: this.#rx?.buffer ?? null,
+      tx: this.#tx?.buffer ?? null,
+    };
+    return { type: PIPE_TYPE, module: import.meta.url, data };
+  }
+}
+
+registerShareable(PIPE_TYPE, (data, ctx) => {
+  const conn = new Connection(data as ConnectionInit);
+  ctx.onTaskEnd(() => conn.close());
+  return conn;
+});
+
+/**
+ * Makes a pipe: two connected ends. With `duplex` (the default) both ends
+ * send and receive; otherwise the first end only receives and the second
+ * only sends, as Python's `Pipe(duplex=False)`.
+ *
+ * @example Usage
+ * ```ts
+ * import { Pipe } from "./pipe.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * const [reader, writer] = Pipe(false);
+ * writer.send("one way");
+ * assert.equal(await reader.recv(), "one way");
+ * assert.throws(() => reader.send(1), TypeError);
+ * reader.close();
+ * writer.close();
+ * ```
+ *
+ * @param duplex Whether both ends send and receive.
+ * @param options The capacity of each direction.
+ * @returns The two ends.
+ * @throws {RangeError} If `capacityBytes` is not an integer from 64 to 2^30.
+ */
+export function Pipe(
+  duplex: boolean = true,
+  options: PipeOptions = {},
+): [Connection, Connection] {
+  const cap = checkCapacity(options.capacityBytes, PIPE_CAPACITY, "Pipe");
+  const ab = Ring.allocate(cap, 0);
+  if (!duplex) {
+    return [
+      new Connection({ rx: ab, tx: null }),
+      new Connection({ rx: null, tx: ab }),
+    ];
+  }
+  const ba = Ring.allocate(cap, 0);
+  return [
+    new Connection({ rx: ba, tx: ab }),
+    new Connection({ rx: ab, tx: ba }),
+  ];
+}
+
+if (isMainModule(import.meta)) {
+  parseCli(
+    Deno.args,
+    "deno task pipe",
+    "Process 1 sends 5 ** 3 into one end of a pipe; process 2 receives it and prints 125.",
+  );
+  const { Process } = await import("./cube.ts");
+  const [parentConn, childConn] = Pipe();
+  const sender = new Process({
+    name: "cube_sender",
+    target: (conn: Connection, x: number) => {
+      conn.send(x ** 3);
+      conn.close();
+    },
+    args: [parentConn, 5],
+  });
+  const receiver = new Process({
+    name: "cube_receiver",
+    target: async (conn: Connection) => {
+      console.log(await conn.recv());
+    },
+    args: [childConn],
+  });
+  sender.start();
+  receiver.start();
+  await sender.join();
+  await receiver.join();
+}

@@ -1,0 +1,841 @@
+/**
+ * `Queue`, `SimpleQueue` and `JoinableQueue`: Python's
+ * `multiprocessing` queues, many producers and many consumers in any
+ * threads, on a ring buffer in shared memory.
+ *
+ * Python, the original:
+ *
+ * ```py
+ * from multiprocessing import Process, Queue
+ *
+ * def cube(q, x):
+ *     q.put(x ** 3)
+ *
+ * if __name__ == "__main__":
+ *     q = Queue()
+ *     procs = [Process(target=cube, args=(q, i)) for i in range(1, 11)]
+ *     for p in procs: p.start()
+ *     for p in procs: p.join()
+ *     print(sorted(q.get() for _ in range(10)))
+ * ```
+ *
+ * Deno, this module (a queue passed to a `Process` or `Pool` task is the
+ * same queue there):
+ *
+ * ```ts
+ * import { Queue } from "./queue.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * const q = new Queue<number>({ maxsize: 10 });
+ * for (let i = 1; i <= 3; i++) await q.put(i ** 3);
+ * q.close();
+ * const got: number[] = [];
+ * for await (const x of q) got.push(x);
+ * assert.deepEqual(got, [1, 8, 27]);
+ * ```
+ *
+ * Every item is delivered exactly once, in order per producer. Numbers,
+ * strings and plain JSON-shaped data skip structured-clone serialization;
+ * anything else structured clone carries works too. Unlike Python's,
+ * `close()` closes the queue for every holder: later puts fail with
+ * {@linkcode ClosedError} and gets drain what is left, then fail with it.
+ *
+ * @module
+ */
+
+import {
+  checkCapacity,
+  CLOSED,
+  DRAINED,
+  EMPTY,
+  encodeValue,
+  getAsync,
+  getSync,
+  OK,
+  putAsync,
+  type PutResult,
+  putSync,
+  Ring,
+} from "./_channel.ts";
+import {
+  checkTimeout,
+  ClosedError,
+  describeValue,
+  EmptyError,
+  FullError,
+  isMainModule,
+  kShare,
+  parseCli,
+  registerShareable,
+  type Shareable,
+  type ShareContext,
+  type SharedHandle,
+  throwIfAborted,
+  type WaitOptions,
+} from "./_util.ts";
+
+export { ClosedError, EmptyError, FullError } from "./_util.ts";
+export { kShare } from "./_util.ts";
+export type {
+  Shareable,
+  ShareContext,
+  SharedHandle,
+  WaitOptions,
+} from "./_util.ts";
+
+const QUEUE_TYPE = "queue.queue";
+/** Default bytes of a queue's ring. */
+const QUEUE_CAPACITY = 1 << 20;
+
+/** Options of {@linkcode Queue} and {@linkcode JoinableQueue}. */
+export interface QueueOptions {
+  /**
+   * The most items the queue holds; `put` waits while it is full. `0` or
+   * less: no limit in items (as Python), only in bytes.
+   *
+   * @default {0}
+   */
+  maxsize?: number;
+  /**
+   * The bytes of shared memory that hold the items (each item takes a few
+   * bytes more than its encoding). `put` waits while they are used up; an
+   * item larger than this is refused with `RangeError`.
+   *
+   * @default {1048576}
+   */
+  capacityBytes?: number;
+}
+
+/** Options of {@linkcode SimpleQueue}. */
+export interface SimpleQueueOptions {
+  /**
+   * The bytes of shared memory that hold the items.
+   *
+   * @default {1048576}
+   */
+  capacityBytes?: number;
+}
+
+type Kind = "queue" | "joinable" | "simple";
+
+interface QueueData {
+  kind: Kind;
+  buffer: SharedArrayBuffer;
+}
+
+/** Set while `JoinableQueue`'s constructor calls `Queue`'s. */
+let makingJoinable = false;
+/** Reads a queue's ring (set up by `Queue`'s static block). */
+let ringOf: (q: Queue<unknown>) => Ring;
+
+/** Set while a reviver rebuilds a queue around existing memory. */
+let adopting: SharedArrayBuffer | undefined;
+
+function makeRing(maxsize: number, capacity: number): Ring {
+  const adopted = adopting;
+  adopting = undefined;
+  return new Ring(adopted ?? Ring.allocate(capacity, maxsize));
+}
+
+function checkMaxsize(value: unknown): number {
+  if (value === undefined) return 0;
+  if (typeof value !== "number" || !Number.isSafeInteger(value)) {
+    throw new TypeError(
+      `Cannot create a queue: maxsize must be an integer, received ${
+        describeValue(value)
+      }`,
+    );
+  }
+  if (value > 0x3fffffff) {
+    throw new RangeError(
+      `Cannot create a queue: maxsize must be at most ${0x3fffffff}, received ${value}`,
+    );
+  }
+  return value;
+}
+
+function putError(r: PutResult, what: string, timeout: number): Error {
+  if (r === CLOSED) {
+    return new ClosedError(`Cannot ${what}: the queue is closed`);
+  }
+  return new FullError(
+    timeout === 0
+      ? `Cannot ${what}: the queue is full`
+      : `Cannot ${what}: the queue is still full after ${timeout} ms`,
+  );
+}
+
+function getError(
+  v: typeof EMPTY | typeof DRAINED,
+  what: string,
+  timeout: number,
+): Error {
+  if (v === DRAINED) {
+    return new ClosedError(`Cannot ${what}: the queue is closed and empty`);
+  }
+  return new EmptyError(
+    timeout === 0
+      ? `Cannot ${what}: the queue is empty`
+      : `Cannot ${what}: the queue is still empty after ${timeout} ms`,
+  );
+}
+
+function getResult(v: unknown, timeout: number): unknown {
+  if (v === EMPTY || v === DRAINED) throw getError(v, "get", timeout);
+  return v;
+}
+
+function getPromise(ring: Ring, options: WaitOptions): Promise<unknown> {
+  let timeout: number;
+  try {
+    timeout = checkTimeout(options.timeout, "get");
+    if (!options.signal?.aborted) {
+      // Fast path: an item is there; no async machinery.
+      const v = ring.tryGet(false);
+      if (v !== EMPTY || timeout <= 0) {
+        return Promise.resolve(getResult(v, timeout));
+      }
+    }
+  } catch (e) {
+    return Promise.reject(e);
+  }
+  return getAsync(ring, 0, timeout, options.signal).then((v) =>
+    getResult(v, timeout)
+  );
+}
+
+/**
+ * A FIFO queue shared by every thread it is passed to, as Python's
+ * `multiprocessing.Queue`. Any number of producers and consumers, in the
+ * main thread and in workers; every item is delivered exactly once, in order
+ * per producer.
+ *
+ * The promise methods (`put`, `get`) never block the event loop; the `…Sync`
+ * twins block the thread (for worker code); the `…Nowait` methods never
+ * wait. A consumer worker that dies while it waits in `get` takes nothing
+ * with it.
+ *
+ * @typeParam T The items' type.
+ *
+ * @example Usage
+ * ```ts
+ * import { EmptyError, Queue } from "./queue.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * const q = new Queue<string>();
+ * q.putNowait("a");
+ * await q.put("b");
+ * assert.equal(q.qsize(), 2);
+ * assert.equal(await q.get(), "a");
+ * assert.equal(q.getNowait(), "b");
+ * await assert.rejects(q.get({ timeout: 1 }), EmptyError);
+ * q.close();
+ * ```
+ */
+export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
+  readonly #ring: Ring;
+  readonly #joinable: boolean;
+
+  static {
+    ringOf = (q) => q.#ring;
+  }
+
+  /**
+   * Makes a queue.
+   *
+   * @param options `maxsize` and `capacityBytes`.
+   * @throws {TypeError} If `maxsize` is not an integer.
+   * @throws {RangeError} If `capacityBytes` is out of range.
+   */
+  constructor(options: QueueOptions = {}) {
+    const maxsize = checkMaxsize(options.maxsize);
+    const capacity = checkCapacity(
+      options.capacityBytes,
+      QUEUE_CAPACITY,
+      "create a queue",
+    );
+    this.#joinable = makingJoinable;
+    makingJoinable = false;
+    this.#ring = makeRing(maxsize, capacity);
+  }
+
+  /**
+   * The most items the queue holds (`0`: no limit in items).
+   *
+   * @example Usage
+   * ```ts
+   * import { Queue } from "./queue.ts";
+   * import { strict as assert } from "node:assert";
+   *
+   * assert.equal(new Queue({ maxsize: 3 }).maxsize, 3);
+   * ```
+   *
+   * @returns The limit.
+   */
+  get maxsize(): number {
+    return this.#ring.maxsize;
+  }
+
+  /**
+   * Whether `close()` was called by any holder.
+   *
+   * @example Usage
+   * ```ts
+   * import { Queue } from "./queue.ts";
+   * import { strict as assert } from "node:assert";
+   *
+   * const q = new Queue();
+   * q.close();
+   * assert.equal(q.closed, true);
+   * ```
+   *
+   * @returns `true` once closed.
+   */
+  get closed(): boolean {
+    return this.#ring.writerClosed;
+  }
+
+  /**
+   * Puts an item, waiting without blocking the event loop while the queue is
+   * full.
+   *
+   * @example Usage
+   * ```ts
+   * import { FullError, Queue } from "./queue.ts";
+   * import { strict as assert } from "node:assert";
+   *
+   * const q = new Queue({ maxsize: 1 });
+   * await q.put(1);
+   * await assert.rejects(q.put(2, { timeout: 1 }), FullError);
+   * q.close();
+   * ```
+   *
+   * @param item Anything structured clone can carry.
+   * @param options `timeout` (ms; `0` only tries) and `signal`.
+   * @throws {TypeError} If the item cannot be cloned (the queue is
+   *   unchanged).
+   * @throws {RangeError} If the item is larger than `capacityBytes`.
+   * @throws {FullError} If the timeout passes while the queue is full.
+   * @throws {ClosedError} If the queue is closed.
+   */
+  async put(item: T, options: WaitOptions = {}): Promise<void> {
+    const timeout = checkTimeout(options.timeout, "put");
+    throwIfAborted(options.signal);
+    this.#ring.checkFits(encodeValue(item, "put"), "put");
+    const r = await putAsync(this.#ring, timeout, options.signal);
+    if (r !== OK) throw putError(r, "put", timeout);
+    if (this.#joinable) this.#ring.addUnfinished();
+  }
+
+  /**
+   * Puts an item, blocking the thread while the queue is full (for worker
+   * code).
+   *
+   * @example Usage
+   * ```ts
+   * import { Queue } from "./queue.ts";
+   * import { strict as assert } from "node:assert";
+   *
+   * const q = new Queue();
+   * q.putSync({ id: 1 });
+   * assert.deepEqual(q.getSync(), { id: 1 });
+   * q.close();
+   * ```
+   *
+   * @param item Anything structured clone can carry.
+   * @param options `timeout` (ms; `0` only tries); an already aborted
+   *   `signal` throws its reason.
+   * @throws {TypeError} If the item cannot be cloned.
+   * @throws {RangeError} If the item is larger than `capacityBytes`.
+   * @throws {FullError} If the timeout passes while the queue is full.
+   * @throws {ClosedError} If the queue is closed.
+   */
+  putSync(item: T, options: WaitOptions = {}): void {
+    const timeout = checkTimeout(options.timeout, "putSync");
+    throwIfAborted(options.signal);
+    this.#ring.checkFits(encodeValue(item, "putSync"), "putSync");
+    const r = putSync(this.#ring, timeout);
+    if (r !== OK) throw putError(r, "putSync", timeout);
+    if (this.#joinable) this.#ring.addUnfinished();
+  }
+
+  /**
+   * Puts an item if there is room now.
+   *
+   * @example Usage
+   * ```ts
+   * import { FullError, Queue } from "./queue.ts";
+   * import { strict as assert } from "node:assert";
+   *
+   * const q = new Queue({ maxsize: 1 });
+   * q.putNowait(1);
+   * assert.throws(() => q.putNowait(2), FullError);
+   * q.close();
+   * ```
+   *
+   * @param item Anything structured clone can carry.
+   * @throws {TypeError} If the item cannot be cloned.
+   * @throws {RangeError} If the item is larger than `capacityBytes`.
+   * @throws {FullError} If the queue is full.
+   * @throws {ClosedError} If the queue is closed.
+   */
+  putNowait(item: T): void {
+    this.#ring.checkFits(encodeValue(item, "putNowait"), "putNowait");
+    const r = this.#ring.tryPut(false);
+    if (r !== OK) throw putError(r, "putNowait", 0);
+    if (this.#joinable) this.#ring.addUnfinished();
+  }
+
+  /**
+   * Takes the oldest item, waiting without blocking the event loop.
+   *
+   * @example Usage
+   * ```ts
+   * import { ClosedError, Queue } from "./queue.ts";
+   * import { strict as assert } from "node:assert";
+   *
+   * const q = new Queue<number>();
+   * await q.put(7);
+   * q.close();
+   * assert.equal(await q.get(), 7);
+   * await assert.rejects(q.get(), ClosedError);
+   * ```
+   *
+   * @param options `timeout` (ms; `0` only tries) and `signal`.
+   * @returns The item.
+   * @throws {EmptyError} If the timeout passes while the queue is empty.
+   * @throws {ClosedError} If the queue is closed and empty.
+   */
+  get(options: WaitOptions = {}): Promise<T> {
+    return getPromise(this.#ring, options) as Promise<T>;
+  }
+
+  /**
+   * Takes the oldest item, blocking the thread while the queue is empty
+   * (for worker code).
+   *
+   * @example Usage
+   * ```ts
+   * import { EmptyError, Queue } from "./queue.ts";
+   * import { strict as assert } from "node:assert";
+   *
+   * const q = new Queue();
+   * assert.throws(() => q.getSync({ timeout: 1 }), EmptyError);
+   * q.close();
+   * ```
+   *
+   * @param options `timeout` (ms; `0` only tries); an already aborted
+   *   `signal` throws its reason.
+   * @returns The item.
+   * @throws {EmptyError} If the timeout passes while the queue is empty.
+   * @throws {ClosedError} If the queue is closed and empty.
+   */
+  getSync(options: WaitOptions = {}): T {
+    const timeout = checkTimeout(options.timeout, "getSync");
+    throwIfAborted(options.signal);
+    const v = getSync(this.#ring, 0, timeout);
+    if (v === EMPTY || v === DRAINED) throw getError(v, "getSync", timeout);
+    return v as T;
+  }
+
+  /**
+   * Takes the oldest item if there is one now.
+   *
+   * @example Usage
+   * ```ts
+   * import { EmptyError, Queue } from "./queue.ts";
+   * import { strict as assert } from "node:assert";
+   *
+   * const q = new Queue();
+   * assert.throws(() => q.getNowait(), EmptyError);
+   * q.close();
+   * ```
+   *
+   * @returns The item.
+   * @throws {EmptyError} If the queue is empty.
+   * @throws {ClosedError} If the queue is closed and empty.
+   */
+  getNowait(): T {
+    const v = this.#ring.tryGet(false);
+    if (v === EMPTY || v === DRAINED) throw getError(v, "getNowait", 0);
+    return v as T;
+  }
+
+  /**
+   * How many items are in the queue now (others may change it at once).
+   *
+   * @example Usage
+   * ```ts
+   * import { Queue } from "./queue.ts";
+   * import { strict as assert } from "node:assert";
+   *
+   * const q = new Queue();
+   * q.putNowait("x");
+   * assert.equal(q.qsize(), 1);
+   * q.close();
+   * ```
+   *
+   * @returns The count.
+   */
+  qsize(): number {
+    return this.#ring.count;
+  }
+
+  /**
+   * Whether the queue is empty now.
+   *
+   * @example Usage
+   * ```ts
+   * import { Queue } from "./queue.ts";
+   * import { strict as assert } from "node:assert";
+   *
+   * assert.equal(new Queue().empty(), true);
+   * ```
+   *
+   * @returns `true` when it holds no item.
+   */
+  empty(): boolean {
+    return this.#ring.count === 0;
+  }
+
+  /**
+   * Whether the queue holds `maxsize` items now (always `false` without a
+   * `maxsize`).
+   *
+   * @example Usage
+   * ```ts
+   * import { Queue } from "./queue.ts";
+   * import { strict as assert } from "node:assert";
+   *
+   * const q = new Queue({ maxsize: 1 });
+   * q.putNowait(1);
+   * assert.equal(q.full(), true);
+   * q.close();
+   * ```
+   *
+   * @returns `true` when a put would wait for an item to leave.
+   */
+  full(): boolean {
+    const max = this.#ring.maxsize;
+    return max > 0 && this.#ring.count >= max;
+  }
+
+  /**
+   * Closes the queue for every holder: puts fail with
+   * {@linkcode ClosedError}, waiting puts and gets wake, gets drain the items
+   * left and then fail with `ClosedError` (and `for await` ends).
+   * Idempotent.
+   *
+   * @example Usage
+   * ```ts
+   * import { ClosedError, Queue } from "./queue.ts";
+   * import { strict as assert } from "node:assert";
+   *
+   * const q = new Queue();
+   * q.close();
+   * await assert.rejects(q.put(1), ClosedError);
+   * ```
+   */
+  close(): void {
+    if (!this.#ring.writerClosed) this.#ring.closeWriter();
+  }
+
+  /**
+   * Yields the items as they come until the queue is closed and drained.
+   *
+   * @example Usage
+   * ```ts
+   * import { Queue } from "./queue.ts";
+   * import { strict as assert } from "node:assert";
+   *
+   * const q = new Queue<number>();
+   * q.putNowait(1);
+   * q.putNowait(2);
+   * q.close();
+   * assert.deepEqual(await Array.fromAsync(q), [1, 2]);
+   * ```
+   *
+   * @returns The iterator.
+   */
+  async *[Symbol.asyncIterator](): AsyncIterator<T> {
+    for (;;) {
+      const v = await getAsync(this.#ring, 0, Infinity, undefined);
+      if (v === DRAINED) return;
+      yield v as T;
+    }
+  }
+
+  /**
+   * Describes the queue for the trip into a worker (used by `Process` and
+   * `Pool`); it arrives there as the same queue.
+   *
+   * @param _context The sending context (unused: a queue is shared, not
+   *   moved).
+   * @returns The handle.
+   */
+  [kShare](_context?: ShareContext): SharedHandle {
+    const data: QueueData = {
+      kind: this.#joinable ? "joinable" : "queue",
+      buffer: this.#ring.buffer,
+    };
+    return { type: QUEUE_TYPE, module: import.meta.url, data };
+  }
+}
+
+/**
+ * A {@linkcode Queue} that counts unfinished tasks, as Python's
+ * `JoinableQueue`: every `put` adds one, every `taskDone()` removes one, and
+ * `join()` waits until none is left.
+ *
+ * @typeParam T The items' type.
+ *
+ * @example Usage
+ * ```ts
+ * import { JoinableQueue } from "./queue.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * const q = new JoinableQueue<string>();
+ * await q.put("job");
+ * assert.equal(await q.join({ timeout: 1 }), false);
+ * await q.get();
+ * q.taskDone();
+ * assert.equal(await q.join(), true);
+ * q.close();
+ * ```
+ */
+export class JoinableQueue<T = unknown> extends Queue<T> {
+  /**
+   * Makes a joinable queue.
+   *
+   * @param options `maxsize` and `capacityBytes`.
+   * @throws {TypeError} If `maxsize` is not an integer.
+   * @throws {RangeError} If `capacityBytes` is out of range.
+   */
+  constructor(options: QueueOptions = {}) {
+    makingJoinable = true;
+    super(options);
+  }
+
+  /**
+   * Marks one item taken with `get` as processed.
+   *
+   * @example Usage
+   * ```ts
+   * import { JoinableQueue } from "./queue.ts";
+   * import { strict as assert } from "node:assert";
+   *
+   * const q = new JoinableQueue();
+   * assert.throws(() => q.taskDone(), RangeError);
+   * q.close();
+   * ```
+   *
+   * @throws {RangeError} If called more times than items were put.
+   */
+  taskDone(): void {
+    if (!ringOf(this).taskDone()) {
+      throw new RangeError(
+        "Cannot mark a task done: taskDone() was called more times than items were put",
+      );
+    }
+  }
+
+  /**
+   * Waits, without blocking the event loop, until every item put was marked
+   * done with `taskDone()`.
+   *
+   * @example Usage
+   * ```ts
+   * import { JoinableQueue } from "./queue.ts";
+   * import { strict as assert } from "node:assert";
+   *
+   * const q = new JoinableQueue();
+   * assert.equal(await q.join(), true);
+   * q.close();
+   * ```
+   *
+   * @param options `timeout` (ms) and `signal`.
+   * @returns `true` when all tasks are done, `false` on timeout.
+   */
+  async join(options: WaitOptions = {}): Promise<boolean> {
+    const timeout = checkTimeout(options.timeout, "join");
+    throwIfAborted(options.signal);
+    return await ringOf(this).join(timeout, options.signal);
+  }
+}
+
+/**
+ * An unbounded queue with just `put`, `get`, `empty` and `close`, as
+ * Python's `SimpleQueue`.
+ *
+ * @typeParam T The items' type.
+ *
+ * @example Usage
+ * ```ts
+ * import { SimpleQueue } from "./queue.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * const q = new SimpleQueue<number>();
+ * await q.put(1);
+ * assert.equal(q.empty(), false);
+ * assert.equal(await q.get(), 1);
+ * q.close();
+ * ```
+ */
+export class SimpleQueue<T = unknown> implements Shareable {
+  readonly #ring: Ring;
+
+  /**
+   * Makes a simple queue.
+   *
+   * @param options `capacityBytes`.
+   * @throws {RangeError} If `capacityBytes` is out of range.
+   */
+  constructor(options: SimpleQueueOptions = {}) {
+    this.#ring = makeRing(
+      0,
+      checkCapacity(options.capacityBytes, QUEUE_CAPACITY, "create a queue"),
+    );
+  }
+
+  /**
+   * Puts an item (waiting only while the queue's bytes are used up).
+   *
+   * @example Usage
+   * ```ts
+   * import { SimpleQueue } from "./queue.ts";
+   *
+   * const q = new SimpleQueue();
+   * await q.put({ any: "value" });
+   * q.close();
+   * ```
+   *
+   * @param item Anything structured clone can carry.
+   * @param options `timeout` (ms) and `signal`.
+   * @throws {TypeError} If the item cannot be cloned.
+   * @throws {RangeError} If the item is larger than `capacityBytes`.
+   * @throws {FullError} If the timeout passes while there is no room.
+   * @throws {ClosedError} If the queue is closed.
+   */
+  async put(item: T, options: WaitOptions = {}): Promise<void> {
+    const timeout = checkTimeout(options.timeout, "put");
+    throwIfAborted(options.signal);
+    this.#ring.checkFits(encodeValue(item, "put"), "put");
+    const r = await putAsync(this.#ring, timeout, options.signal);
+    if (r !== OK) throw putError(r, "put", timeout);
+  }
+
+  /**
+   * Takes the oldest item, waiting without blocking the event loop.
+   *
+   * @example Usage
+   * ```ts
+   * import { SimpleQueue } from "./queue.ts";
+   * import { strict as assert } from "node:assert";
+   *
+   * const q = new SimpleQueue<string>();
+   * await q.put("x");
+   * assert.equal(await q.get(), "x");
+   * q.close();
+   * ```
+   *
+   * @param options `timeout` (ms) and `signal`.
+   * @returns The item.
+   * @throws {EmptyError} If the timeout passes while the queue is empty.
+   * @throws {ClosedError} If the queue is closed and empty.
+   */
+  get(options: WaitOptions = {}): Promise<T> {
+    return getPromise(this.#ring, options) as Promise<T>;
+  }
+
+  /**
+   * Whether the queue is empty now.
+   *
+   * @example Usage
+   * ```ts
+   * import { SimpleQueue } from "./queue.ts";
+   * import { strict as assert } from "node:assert";
+   *
+   * assert.equal(new SimpleQueue().empty(), true);
+   * ```
+   *
+   * @returns `true` when it holds no item.
+   */
+  empty(): boolean {
+    return this.#ring.count === 0;
+  }
+
+  /**
+   * Closes the queue for every holder (see {@linkcode Queue.close}).
+   *
+   * @example Usage
+   * ```ts
+   * import { SimpleQueue } from "./queue.ts";
+   *
+   * new SimpleQueue().close();
+   * ```
+   */
+  close(): void {
+    if (!this.#ring.writerClosed) this.#ring.closeWriter();
+  }
+
+  /**
+   * Describes the queue for the trip into a worker.
+   *
+   * @param _context The sending context (unused).
+   * @returns The handle.
+   */
+  [kShare](_context?: ShareContext): SharedHandle {
+    const data: QueueData = { kind: "simple", buffer: this.#ring.buffer };
+    return { type: QUEUE_TYPE, module: import.meta.url, data };
+  }
+}
+
+registerShareable(QUEUE_TYPE, (raw) => {
+  const data = raw as QueueData;
+  adopting = data.buffer;
+  try {
+    switch (data.kind) {
+      case "joinable":
+        return new JoinableQueue();
+      case "simple":
+        return new SimpleQueue();
+      default:
+        return new Queue();
+    }
+  } finally {
+    adopting = undefined;
+  }
+});
+
+if (isMainModule(import.meta)) {
+  parseCli(
+    Deno.args,
+    "deno task queue",
+    "Ten processes put the cubes of 1..10 on a queue; each is read back and a process puts it plus one; prints both lists in ascending order.",
+  );
+  const { Process } = await import("./cube.ts");
+  const runAll = async (
+    target: (q: Queue<number>, x: number) => void,
+    q: Queue<number>,
+    xs: number[],
+  ): Promise<void> => {
+    const procs = xs.map((x) => new Process({ target, args: [q, x] }));
+    for (const p of procs) p.start();
+    for (const p of procs) await p.join();
+  };
+  const readAll = async (q: Queue<number>, n: number): Promise<number[]> => {
+    const out: number[] = [];
+    for (let i = 0; i < n; i++) out.push(await q.get());
+    return out.sort((a, b) => a - b);
+  };
+  const q = new Queue<number>();
+  await runAll((q, x) => q.putSync(x ** 3), q, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+  const initial = await readAll(q, 10);
+  console.log("INITIAL VALUES");
+  for (const v of initial) console.log(v);
+  await runAll((q, x) => q.putSync(x + 1), q, initial);
+  const final = await readAll(q, 10);
+  console.log("FINAL VALUES");
+  for (const v of final) console.log(v);
+  q.close();
+}
