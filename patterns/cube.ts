@@ -83,8 +83,12 @@ export { ClosedError, RemoteError, WorkerCrashedError };
 
 const WORKER_URL = new URL("./_cube_worker.ts", import.meta.url);
 
+/**
+ * Any function: what a task given as a function may be (it must be
+ * self-contained: its source is compiled again in the worker).
+ */
 // deno-lint-ignore no-explicit-any
-type AnyFunction = (...args: any[]) => unknown;
+export type TaskFunction = (...args: any[]) => unknown;
 
 /**
  * The names of a module's exported functions: what a task may be when the
@@ -94,17 +98,30 @@ type AnyFunction = (...args: any[]) => unknown;
  */
 export type TaskName<M> =
   & {
-    [K in keyof M]: M[K] extends AnyFunction ? K : never;
+    [K in keyof M]: M[K] extends TaskFunction ? K : never;
   }[keyof M]
   & string;
 
-/** The awaited result of a module export or function. */
-type ResultOf<F> = F extends AnyFunction ? Awaited<ReturnType<F>> : never;
-/** The first parameter of a module export or function. */
-type ArgOf<F> = F extends (arg: infer A, ...rest: never[]) => unknown ? A
+/**
+ * The awaited result of a module export or function.
+ *
+ * @typeParam F The function's type.
+ */
+export type ResultOf<F> = F extends TaskFunction ? Awaited<ReturnType<F>>
   : never;
-/** The parameters of a module export or function. */
-type ArgsOf<F> = F extends (...args: infer A) => unknown ? A : never;
+/**
+ * The first parameter of a module export or function: a map item.
+ *
+ * @typeParam F The function's type.
+ */
+export type ArgOf<F> = F extends (arg: infer A, ...rest: never[]) => unknown ? A
+  : never;
+/**
+ * The parameters of a module export or function: a starmap argument list.
+ *
+ * @typeParam F The function's type.
+ */
+export type ArgsOf<F> = F extends (...args: infer A) => unknown ? A : never;
 
 /**
  * Returns the number of CPU cores available to Deno, as Python's
@@ -184,7 +201,7 @@ export interface ProcessOptions<M = Record<string, never>> {
    * What to run: a self-contained function, or the name of an export of
    * `module`.
    */
-  target: AnyFunction | TaskName<M>;
+  target: TaskFunction | TaskName<M>;
   /** The arguments (structured-clone values or this package's shared objects). */
   args?: readonly unknown[];
   /** The module whose export `target` names (an absolute URL). */
@@ -404,7 +421,7 @@ export interface PoolOptions<M = Record<string, never>> {
    */
   maxTasksPerWorker?: number;
   /** Runs once in each worker before its first task. */
-  initializer?: AnyFunction | TaskName<M>;
+  initializer?: TaskFunction | TaskName<M>;
   /** The arguments of `initializer`. */
   initArgs?: readonly unknown[];
   /**
@@ -446,6 +463,8 @@ const QUEUE_MS = 2;
 /** The work an automatic chunk aims at, in ms. */
 const CHUNK_MS = 0.5;
 const NO_TRANSFER: Transferable[] = [];
+/** "No value ready" (`undefined` is a valid result). */
+const NONE: unique symbol = Symbol("none");
 const NO_HOOKS: Array<() => void> = [];
 
 interface Job {
@@ -478,6 +497,13 @@ function pending(slot: Slot): number {
   return slot.inflight.length - slot.head;
 }
 
+/** What a call needs of its pool. */
+interface CallHost {
+  readonly size: number;
+  pump(): void;
+  callEnded(call: Call): void;
+}
+
 /** One call on the pool: a source of jobs and a sink of results. */
 abstract class Call {
   readonly fnId: number;
@@ -500,10 +526,10 @@ abstract class Call {
   #exhausted = false;
   #inputError: { error: unknown } | undefined;
   #onAbort: (() => void) | undefined;
-  readonly pool: Pool<unknown>;
+  readonly pool: CallHost;
 
   constructor(
-    pool: Pool<unknown>,
+    pool: CallHost,
     fnId: number,
     mode: 0 | 1,
     items: Iterable<unknown> | AsyncIterable<unknown>,
@@ -720,7 +746,7 @@ class PromiseCall extends Call {
   #reject!: (e: unknown) => void;
 
   constructor(
-    pool: Pool<unknown>,
+    pool: CallHost,
     fnId: number,
     mode: 0 | 1,
     items: Iterable<unknown> | AsyncIterable<unknown>,
@@ -764,7 +790,7 @@ class IterCall extends Call implements AsyncIterableIterator<unknown> {
   #waiter: (() => void) | undefined;
 
   constructor(
-    pool: Pool<unknown>,
+    pool: CallHost,
     fnId: number,
     mode: 0 | 1,
     items: Iterable<unknown> | AsyncIterable<unknown>,
@@ -811,33 +837,45 @@ class IterCall extends Call implements AsyncIterableIterator<unknown> {
     this.fail(error);
   }
 
-  #take(): { value: unknown } | undefined {
+  /** Takes the next value, or returns `NONE`. */
+  #take(): unknown {
     if (this.#ordered) {
-      if (this.#ready.has(this.#next)) {
-        const value = this.#ready.get(this.#next);
-        this.#ready.delete(this.#next++);
-        return { value };
+      const ready = this.#ready;
+      if (ready.has(this.#next)) {
+        const value = ready.get(this.#next);
+        ready.delete(this.#next++);
+        return value;
       }
-      return undefined;
+      return NONE;
     }
-    if (this.#fifoHead < this.#fifo.length) {
-      const value = this.#fifo[this.#fifoHead];
-      this.#fifo[this.#fifoHead++] = undefined;
-      if (this.#fifoHead > 1024 && this.#fifoHead * 2 > this.#fifo.length) {
-        this.#fifo.splice(0, this.#fifoHead);
+    const fifo = this.#fifo;
+    if (this.#fifoHead < fifo.length) {
+      const value = fifo[this.#fifoHead];
+      fifo[this.#fifoHead++] = undefined;
+      if (this.#fifoHead > 4096 && this.#fifoHead * 2 > fifo.length) {
+        fifo.splice(0, this.#fifoHead);
         this.#fifoHead = 0;
       }
-      return { value };
+      return value;
     }
-    return undefined;
+    return NONE;
   }
 
-  async next(): Promise<IteratorResult<unknown>> {
+  next(): Promise<IteratorResult<unknown>> {
+    const value = this.#take();
+    if (value !== NONE) {
+      this.consumedSome(1);
+      return Promise.resolve({ value, done: false });
+    }
+    return this.#nextSlow();
+  }
+
+  async #nextSlow(): Promise<IteratorResult<unknown>> {
     for (;;) {
-      const got = this.#take();
-      if (got) {
+      const value = this.#take();
+      if (value !== NONE) {
         this.consumedSome(1);
-        return { value: got.value, done: false };
+        return { value, done: false };
       }
       if (this.#end) {
         if (this.#end.error !== undefined) {
@@ -915,6 +953,11 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
   #broken: Error | undefined;
   #watchdog: ReturnType<typeof setInterval> | undefined;
   #idle: Array<() => void> = [];
+  readonly #host: CallHost = {
+    size: 0,
+    pump: () => this.#pump(),
+    callEnded: (call) => this.#callEnded(call),
+  };
 
   /**
    * Starts the workers.
@@ -978,6 +1021,7 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
     const enc = encodeArgs(initArgs);
     this.#initArgs = enc;
     this.#id = ++poolCounter;
+    (this.#host as { size: number }).size = workers;
     for (let i = 0; i < workers; i++) this.#spawn();
   }
 
@@ -1058,11 +1102,10 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
       return;
     }
     this.#calls.push(call);
-    this.pump();
+    this.#pump();
   }
 
-  /** @internal Called by a call when it ends. */
-  callEnded(call: Call): void {
+  #callEnded(call: Call): void {
     const i = this.#calls.indexOf(call);
     if (i >= 0) this.#calls.splice(i, 1);
     this.#checkIdle();
@@ -1076,8 +1119,8 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
     );
   }
 
-  /** @internal Gives queued work to workers with room. */
-  pump(): void {
+  /** Gives queued work to workers with room. */
+  #pump(): void {
     if (this.#state === "terminated") return;
     let any = false;
     for (const slot of this.#slots) {
@@ -1219,7 +1262,7 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
         if (slot.retiring && pending(slot) === 0) {
           this.#replace(slot, { kind: "exit", code: 0, reason: "" });
         }
-        this.pump();
+        this.#pump();
         this.#checkIdle();
         break;
       case "setup-error": {
@@ -1335,7 +1378,7 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
       }
     }
     this.#replace(slot, death);
-    this.pump();
+    this.#pump();
     this.#checkIdle();
   }
 
@@ -1426,6 +1469,7 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
     items: Iterable<ArgOf<M[K]>> | AsyncIterable<ArgOf<M[K]>>,
     options?: MapOptions,
   ): Promise<ResultOf<M[K]>[]>;
+  /** Applies a self-contained function to every item; see the overload above. */
   map<A, R>(
     task: (item: A) => R | Promise<R>,
     items: Iterable<A> | AsyncIterable<A>,
@@ -1439,7 +1483,7 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
     try {
       throwIfAborted(options.signal);
       const call = new PromiseCall(
-        this as Pool<unknown>,
+        this.#host,
         this.#fnId(task, "map"),
         0,
         items,
@@ -1477,6 +1521,7 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
     argLists: Iterable<ArgsOf<M[K]>> | AsyncIterable<ArgsOf<M[K]>>,
     options?: MapOptions,
   ): Promise<ResultOf<M[K]>[]>;
+  /** Applies a self-contained function to every argument list; see the overload above. */
   starmap<A extends unknown[], R>(
     task: (...args: A) => R | Promise<R>,
     argLists: Iterable<A> | AsyncIterable<A>,
@@ -1490,7 +1535,7 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
     try {
       throwIfAborted(options.signal);
       const call = new PromiseCall(
-        this as Pool<unknown>,
+        this.#host,
         this.#fnId(task, "starmap"),
         1,
         argLists,
@@ -1528,6 +1573,7 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
     args?: ArgsOf<M[K]>,
     options?: ApplyOptions,
   ): Promise<ResultOf<M[K]>>;
+  /** Runs a self-contained function once; see the overload above. */
   apply<A extends unknown[], R>(
     task: (...args: A) => R | Promise<R>,
     args?: A,
@@ -1548,7 +1594,7 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
         );
       }
       const call = new ApplyCall(
-        this as Pool<unknown>,
+        this.#host,
         this.#fnId(task, "apply"),
         [args],
         options,
@@ -1588,6 +1634,7 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
     items: Iterable<ArgOf<M[K]>> | AsyncIterable<ArgOf<M[K]>>,
     options?: MapOptions,
   ): AsyncIterableIterator<ResultOf<M[K]>>;
+  /** Lazily applies a self-contained function, in order; see the overload above. */
   imap<A, R>(
     task: (item: A) => R | Promise<R>,
     items: Iterable<A> | AsyncIterable<A>,
@@ -1627,6 +1674,7 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
     items: Iterable<ArgOf<M[K]>> | AsyncIterable<ArgOf<M[K]>>,
     options?: MapOptions,
   ): AsyncIterableIterator<ResultOf<M[K]>>;
+  /** Lazily applies a self-contained function, in completion order; see the overload above. */
   imapUnordered<A, R>(
     task: (item: A) => R | Promise<R>,
     items: Iterable<A> | AsyncIterable<A>,
@@ -1650,7 +1698,7 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
     let call: IterCall;
     try {
       call = new IterCall(
-        this as Pool<unknown>,
+        this.#host,
         this.#fnId(task, what),
         0,
         items,
@@ -1758,7 +1806,7 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
 
 class ApplyCall extends PromiseCall {
   constructor(
-    pool: Pool<unknown>,
+    pool: CallHost,
     fnId: number,
     argLists: unknown[][],
     options: ApplyOptions,
