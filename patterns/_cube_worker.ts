@@ -24,6 +24,7 @@ import {
   explainTaskError,
   installWorkerRuntime,
   type ReviveContext,
+  stopRequested,
 } from "./_util.ts";
 
 /** How a task is defined: `[fnId, "src" | "export", text]`. */
@@ -389,6 +390,8 @@ async function runProcess(
     try {
       await task.fn!(...args);
     } catch (e) {
+      // Told to stop (terminated): the unwinding is not the target's error.
+      if (stopRequested()) return;
       const info = explainTaskError(e, task.fromSource);
       const stack = info.stack.startsWith(`${info.name}: ${info.message}`) ||
           info.message === errorInfo(e).message

@@ -700,12 +700,26 @@ mpTest("cube.ts works when imported by an http:// URL", async () => {
     }
   });
   try {
-    const url = `http://127.0.0.1:${server.addr.port}/patterns/cube.ts`;
-    const remote = await import(url) as typeof import("../patterns/cube.ts");
-    await using pool = new remote.Pool({ workers: 2 });
-    assert.deepEqual(
-      await pool.map((x: number) => x ** 3, range(10)),
-      range(10).map((x) => x ** 3),
+    const port = server.addr.port;
+    const url = `http://127.0.0.1:${port}/patterns/cube.ts`;
+    const script = new URL("./fixtures/import_by_url.ts", import.meta.url);
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--no-lock",
+        "--reload",
+        `--allow-import=127.0.0.1:${port}`,
+        "--allow-read=./tests",
+        script.pathname,
+        url,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    assert.equal(
+      new TextDecoder().decode(out.stdout).trim(),
+      JSON.stringify([0, 1, 8, 27, 64, 125]),
     );
   } finally {
     ac.abort();
