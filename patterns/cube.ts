@@ -457,7 +457,7 @@ export interface ApplyOptions {
 /** Items per job at most when chunking automatically. */
 const MAX_AUTO_CHUNK = 4096;
 /** Items dispatched but not yet consumed, per lazy call, at most. */
-const WINDOW = 16384;
+const WINDOW = 65536;
 /** The work to keep queued in each worker, in ms. */
 const QUEUE_MS = 2;
 /** The work an automatic chunk aims at, in ms. */
