@@ -333,7 +333,7 @@ export function errorInfo(error: unknown): ErrorInfo {
       stack: error.stack ?? `${error.name}: ${error.message}`,
     };
   }
-  const message = describeValue(error);
+  const message = typeof error === "string" ? error : describeValue(error);
   return { name: "Error", message, stack: `Uncaught ${message}` };
 }
 
@@ -846,6 +846,7 @@ export function waitSync(
   expected: number,
   timeout: number = Infinity,
 ): WaitResult {
+  if (Atomics.load(array, index) !== expected) return "not-equal";
   for (let i = 0; i < SPIN; i++) {
     if (Atomics.load(array, index) !== expected) return "ok";
   }
@@ -895,6 +896,7 @@ export async function waitAsync(
   const timeout = options.timeout ?? Infinity;
   const signal = options.signal;
   throwIfAborted(signal);
+  if (Atomics.load(array, index) !== expected) return "not-equal";
   for (let i = 0; i < SPIN; i++) {
     if (Atomics.load(array, index) !== expected) return "ok";
   }
