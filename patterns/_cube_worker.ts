@@ -23,7 +23,6 @@ import {
   errorInfo,
   explainTaskError,
   installWorkerRuntime,
-  type ReviveContext,
   stopRequested,
 } from "./_util.ts";
 
