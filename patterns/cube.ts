@@ -1444,6 +1444,26 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
     for (const w of waiters) w();
   }
 
+  #promiseCall(
+    what: "map" | "starmap" | "apply",
+    task: unknown,
+    mode: 0 | 1,
+    items: Iterable<unknown> | AsyncIterable<unknown>,
+    options: MapOptions,
+  ): Promise<unknown[]> {
+    try {
+      throwIfAborted(options.signal);
+      const fnId = this.#fnId(task, what);
+      const call = what === "apply"
+        ? new ApplyCall(this.#host, fnId, items as unknown[][], options)
+        : new PromiseCall(this.#host, fnId, mode, items, options);
+      this.#submit(call);
+      return call.promise;
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
   /**
    * Applies `task` to every item, in parallel, keeping the order of the
    * input. `items` may be any iterable or async iterable.
@@ -1480,20 +1500,7 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
     items: Iterable<unknown> | AsyncIterable<unknown>,
     options: MapOptions = {},
   ): Promise<unknown[]> {
-    try {
-      throwIfAborted(options.signal);
-      const call = new PromiseCall(
-        this.#host,
-        this.#fnId(task, "map"),
-        0,
-        items,
-        options,
-      );
-      this.#submit(call);
-      return call.promise;
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    return this.#promiseCall("map", task, 0, items, options);
   }
 
   /**
@@ -1532,20 +1539,7 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
     argLists: Iterable<unknown[]> | AsyncIterable<unknown[]>,
     options: MapOptions = {},
   ): Promise<unknown[]> {
-    try {
-      throwIfAborted(options.signal);
-      const call = new PromiseCall(
-        this.#host,
-        this.#fnId(task, "starmap"),
-        1,
-        argLists,
-        options,
-      );
-      this.#submit(call);
-      return call.promise;
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    return this.#promiseCall("starmap", task, 1, argLists, options);
   }
 
   /**
@@ -1584,26 +1578,18 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
     args: unknown[] = [],
     options: ApplyOptions = {},
   ): Promise<unknown> {
-    try {
-      throwIfAborted(options.signal);
-      if (!Array.isArray(args)) {
-        throw new TypeError(
+    if (!Array.isArray(args)) {
+      return Promise.reject(
+        new TypeError(
           `Cannot apply: args must be an array, received ${
             describeValue(args)
           }`,
-        );
-      }
-      const call = new ApplyCall(
-        this.#host,
-        this.#fnId(task, "apply"),
-        [args],
-        options,
+        ),
       );
-      this.#submit(call);
-      return call.promise.then((r) => r[0]);
-    } catch (e) {
-      return Promise.reject(e);
     }
+    return this.#promiseCall("apply", task, 1, [args], options).then((r) =>
+      r[0]
+    );
   }
 
   /**
