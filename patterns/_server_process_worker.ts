@@ -1,0 +1,40 @@
+/**
+ * The worker entry of the embedded manager server (`Manager.start()`): it
+ * takes `{ port, mem, bell, threadId, register }`, loads the registered types, answers
+ * `{ ready: true }` (or `{ error }`) and serves the port — and every port
+ * attached through it — with one {@linkcode ServerCore}.
+ *
+ * @module
+ */
+
+import { errorInfo, installWorkerRuntime } from "./_util.ts";
+import {
+  loadRegister,
+  LocalHub,
+  type RegisteredType,
+  ServerCore,
+} from "./_manager_server.ts";
+import type { LinkMemory } from "./_manager_ring.ts";
+
+/** Whether this module runs as a worker's entry (not imported elsewhere). */
+const inWorker = "WorkerGlobalScope" in globalThis;
+
+if (inWorker) {
+  const core = new ServerCore();
+  const post = (globalThis as unknown as { postMessage(m: unknown): void })
+    .postMessage.bind(globalThis);
+  installWorkerRuntime((data) => {
+    const init = data as {
+      port: MessagePort;
+      mem: LinkMemory;
+      bell: SharedArrayBuffer;
+      threadId: number;
+      register?: Record<string, RegisteredType>;
+    };
+    loadRegister(init.register).then((types) => {
+      core.hosted = types;
+      new LocalHub(core, init.bell).add(init.port, init.mem, init.threadId);
+      post({ ready: true });
+    }, (e) => post({ error: errorInfo(e) }));
+  });
+}
