@@ -29,3 +29,4 @@
 export * from "./patterns/cube.ts";
 export * from "./patterns/pipe.ts";
 export * from "./patterns/queue.ts";
+export * from "./patterns/server_process.ts";

@@ -14,8 +14,9 @@ import { parseArgs } from "node:util";
 import { findPython, type Row } from "./_compare_util.ts";
 import { section as cube } from "./compare_cube.ts";
 import { section as channels } from "./compare_channels.ts";
+import { section as manager } from "./compare_manager.ts";
 
-const sections = [cube, channels];
+const sections = [cube, channels, manager];
 
 const { values } = parseArgs({
   args: Deno.args,
