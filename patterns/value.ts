@@ -1,0 +1,746 @@
+/**
+ * A single number in shared memory, as Python's `multiprocessing.Value` and
+ * `RawValue`, plus the atomic `add` and `compareExchange` that Python lacks.
+ *
+ * The Python original:
+ *
+ * ```py
+ * from multiprocessing import Process, Value
+ *
+ * def cube(v):
+ *     with v.get_lock():
+ *         v.value = v.value ** 3
+ *
+ * if __name__ == "__main__":
+ *     v = Value("i", 4)
+ *     for _ in range(2):
+ *         p = Process(target=cube, args=(v,))
+ *         p.start(); p.join()
+ *     print(v.value)  # 262144
+ * ```
+ *
+ * The Deno version:
+ *
+ * ```ts
+ * import { Value } from "@dmp/multiprocessing/value";
+ * import { Process } from "@dmp/multiprocessing/cube";
+ * import { strict as assert } from "node:assert";
+ *
+ * const v = new Value("i", 4);
+ * for (let k = 0; k < 2; k++) {
+ *   const p = new Process({
+ *     target: (v: Value<"i">) => {
+ *       using _ = v.getLock().holdSync();
+ *       v.value = v.value ** 3;
+ *     },
+ *     args: [v],
+ *   });
+ *   p.start();
+ *   await p.join();
+ * }
+ * assert.equal(v.value, 262144);
+ * ```
+ *
+ * Typecodes are those of Python's `array` module — `b B h H i I l L q Q f d`
+ * — or readable aliases (`"int8"`, `"uint8"`, `"int16"`, `"uint16"`,
+ * `"int32"`, `"uint32"`, `"int64"`, `"uint64"`, `"float32"`, `"float64"`).
+ * The 64-bit codes `l L q Q` hold `bigint`. A value that does not fit its
+ * typecode (a fraction for an integer code, 300 for `"B"`, a `number` for a
+ * 64-bit code) is refused with `TypeError` rather than silently wrapped;
+ * only `add` wraps around, as C integers do.
+ *
+ * A `Value` passed to a `Process` or `Pool` task (also nested in arrays and
+ * objects) arrives live in the worker, on the same memory and with the same
+ * lock.
+ *
+ * This module also holds the typecode table and the value checks that
+ * `array.ts` uses ({@linkcode typecodeInfo}, {@linkcode checkElement}).
+ *
+ * @module
+ */
+
+import {
+  describeValue,
+  isMainModule,
+  kShare,
+  parseCli,
+  registerShareable,
+  type ShareContext,
+  type SharedHandle,
+} from "./_util.ts";
+import { Lock, RLock } from "./sync.ts";
+
+export { kShare } from "./_util.ts";
+
+// -- Typecodes -------------------------------------------------------------
+
+/** The 64-bit typecodes: their values are `bigint`. */
+export type BigTypecode = "l" | "L" | "q" | "Q" | "int64" | "uint64";
+
+/** A typecode of Python's `array` module, or its readable alias. */
+export type Typecode =
+  | "b"
+  | "B"
+  | "h"
+  | "H"
+  | "i"
+  | "I"
+  | "f"
+  | "d"
+  | "int8"
+  | "uint8"
+  | "int16"
+  | "uint16"
+  | "int32"
+  | "uint32"
+  | "float32"
+  | "float64"
+  | BigTypecode;
+
+/** The JavaScript type of one element of typecode `C`. */
+export type ElementOf<C extends Typecode> = C extends BigTypecode ? bigint
+  : number;
+
+/** The typed array that views memory of typecode `C`. */
+export type TypedArrayOf<C extends Typecode> = C extends "b" | "int8"
+  ? Int8Array
+  : C extends "B" | "uint8" ? Uint8Array
+  : C extends "h" | "int16" ? Int16Array
+  : C extends "H" | "uint16" ? Uint16Array
+  : C extends "i" | "int32" ? Int32Array
+  : C extends "I" | "uint32" ? Uint32Array
+  : C extends "l" | "q" | "int64" ? BigInt64Array
+  : C extends "L" | "Q" | "uint64" ? BigUint64Array
+  : C extends "f" | "float32" ? Float32Array
+  : C extends "d" | "float64" ? Float64Array
+  : never;
+
+/** Any typed array a typecode can give. */
+export type AnyTypedArray =
+  | Int8Array
+  | Uint8Array
+  | Int16Array
+  | Uint16Array
+  | Int32Array
+  | Uint32Array
+  | BigInt64Array
+  | BigUint64Array
+  | Float32Array
+  | Float64Array;
+
+/** What a typecode means. */
+export interface TypecodeInfo {
+  /** The canonical one-letter code, e.g. `"i"`. */
+  code: string;
+  /** The readable alias, e.g. `"int32"`. */
+  alias: string;
+  /** The typed array class. */
+  ctor: new (buffer: SharedArrayBuffer | ArrayBuffer) => AnyTypedArray;
+  /** Bytes per element. */
+  bytes: number;
+  /** `"int"` (number), `"big"` (bigint) or `"float"` (number). */
+  kind: "int" | "big" | "float";
+  /** The smallest value (for integer kinds). */
+  min: number | bigint;
+  /** The largest value (for integer kinds). */
+  max: number | bigint;
+}
+
+function info(
+  code: string,
+  alias: string,
+  ctor: TypecodeInfo["ctor"],
+  bytes: number,
+  kind: TypecodeInfo["kind"],
+  min: number | bigint,
+  max: number | bigint,
+): TypecodeInfo {
+  return { code, alias, ctor, bytes, kind, min, max };
+}
+
+const TABLE: Record<string, TypecodeInfo> = Object.create(null);
+for (
+  const t of [
+    info("b", "int8", Int8Array, 1, "int", -128, 127),
+    info("B", "uint8", Uint8Array, 1, "int", 0, 255),
+    info("h", "int16", Int16Array, 2, "int", -32768, 32767),
+    info("H", "uint16", Uint16Array, 2, "int", 0, 65535),
+    info("i", "int32", Int32Array, 4, "int", -(2 ** 31), 2 ** 31 - 1),
+    info("I", "uint32", Uint32Array, 4, "int", 0, 2 ** 32 - 1),
+    info("l", "int64", BigInt64Array, 8, "big", -(2n ** 63n), 2n ** 63n - 1n),
+    info("L", "uint64", BigUint64Array, 8, "big", 0n, 2n ** 64n - 1n),
+    info("q", "int64", BigInt64Array, 8, "big", -(2n ** 63n), 2n ** 63n - 1n),
+    info("Q", "uint64", BigUint64Array, 8, "big", 0n, 2n ** 64n - 1n),
+    info("f", "float32", Float32Array, 4, "float", -Infinity, Infinity),
+    info("d", "float64", Float64Array, 8, "float", -Infinity, Infinity),
+  ]
+) {
+  TABLE[t.code] = t;
+}
+for (const t of Object.values(TABLE)) {
+  if (t.code !== "l" && t.code !== "L") TABLE[t.alias] = t;
+}
+
+/** Every accepted typecode, codes first, then aliases. */
+export const TYPECODES: readonly string[] = Object.freeze(Object.keys(TABLE));
+
+/**
+ * Looks a typecode up.
+ *
+ * @example Usage
+ * ```ts
+ * import { typecodeInfo } from "@dmp/multiprocessing/value";
+ * import { strict as assert } from "node:assert";
+ *
+ * assert.equal(typecodeInfo("int32", "create Value").code, "i");
+ * assert.throws(() => typecodeInfo("x", "create Value"), TypeError);
+ * ```
+ *
+ * @param typecode A code or alias.
+ * @param what The call, for the error message.
+ * @returns What it means.
+ * @throws {TypeError} If it is not a known typecode; the message lists them.
+ */
+export function typecodeInfo(typecode: unknown, what: string): TypecodeInfo {
+  const t = typeof typecode === "string" ? TABLE[typecode] : undefined;
+  if (!t) {
+    throw new TypeError(
+      `Cannot ${what}: unknown typecode ${
+        describeValue(typecode)
+      }; valid typecodes are ${TYPECODES.join(", ")}`,
+    );
+  }
+  return t;
+}
+
+/**
+ * Checks that `value` fits typecode `t`: an integer in range for the
+ * integer codes, a `bigint` in range for the 64-bit codes, any `number` for
+ * the float codes.
+ *
+ * @example Usage
+ * ```ts
+ * import { checkElement, typecodeInfo } from "@dmp/multiprocessing/value";
+ * import { strict as assert } from "node:assert";
+ *
+ * const B = typecodeInfo("B", "test");
+ * assert.equal(checkElement(B, 255, "set"), 255);
+ * assert.throws(() => checkElement(B, 300, "set"), TypeError);
+ * ```
+ *
+ * @param t The typecode's info.
+ * @param value The value.
+ * @param what The call, for the error message.
+ * @returns The value.
+ * @throws {TypeError} If it does not fit.
+ */
+export function checkElement(
+  t: TypecodeInfo,
+  value: unknown,
+  what: string,
+): number | bigint {
+  if (t.kind === "float") {
+    if (typeof value === "number") return value;
+  } else if (t.kind === "int") {
+    if (
+      typeof value === "number" && Number.isInteger(value) &&
+      value >= (t.min as number) && value <= (t.max as number)
+    ) return value;
+  } else if (
+    typeof value === "bigint" && value >= (t.min as bigint) &&
+    value <= (t.max as bigint)
+  ) return value;
+  throw badElement(t, value, what);
+}
+
+function badElement(t: TypecodeInfo, value: unknown, what: string): TypeError {
+  let need: string;
+  if (t.kind === "float") need = "a number";
+  else if (t.kind === "int") {
+    need = `an integer from ${t.min} to ${t.max}`;
+  } else need = `a bigint from ${t.min}n to ${t.max}n`;
+  const hint = t.kind === "big" && typeof value === "number"
+    ? ` (write ${Number.isInteger(value) ? `${value}n` : "a bigint"})`
+    : "";
+  return new TypeError(
+    `Cannot ${what}: typecode "${t.code}" (${t.alias}) holds ${need}, received ${
+      describeValue(value)
+    }${hint}`,
+  );
+}
+
+function checkDelta(t: TypecodeInfo, delta: unknown, what: string): void {
+  if (t.kind === "big") {
+    if (typeof delta === "bigint") return;
+  } else if (t.kind === "int") {
+    if (typeof delta === "number" && Number.isSafeInteger(delta)) return;
+  } else if (typeof delta === "number") return;
+  throw new TypeError(
+    `Cannot ${what}: the delta for typecode "${t.code}" must be ${
+      t.kind === "big"
+        ? "a bigint"
+        : t.kind === "int"
+        ? "a safe integer"
+        : "a number"
+    }, received ${describeValue(delta)}`,
+  );
+}
+
+/**
+ * Checks a `lock` option: `true`/absent makes an `RLock`, `false` none, a
+ * `Lock` or `RLock` is used as given.
+ *
+ * @example Usage
+ * ```ts
+ * import { lockOption } from "@dmp/multiprocessing/value";
+ * import { Lock } from "@dmp/multiprocessing/sync";
+ * import { strict as assert } from "node:assert";
+ *
+ * const lock = new Lock();
+ * assert.equal(lockOption(lock, "create Value"), lock);
+ * assert.equal(lockOption(false, "create Value"), null);
+ * assert.throws(() => lockOption({}, "create Value"), TypeError);
+ * ```
+ *
+ * @param lock The option as given.
+ * @param what The call, for the error message.
+ * @returns The lock, or `null` for none.
+ * @throws {TypeError} If it is neither a boolean nor a `Lock`/`RLock`.
+ */
+export function lockOption(lock: unknown, what: string): Lock | RLock | null {
+  if (lock === undefined || lock === true) return new RLock();
+  if (lock === false) return null;
+  if (lock instanceof Lock || lock instanceof RLock) return lock;
+  throw new TypeError(
+    `Cannot ${what}: lock must be true, false, a Lock or an RLock, received ${
+      describeValue(lock)
+    }`,
+  );
+}
+
+/**
+ * The error `getLock()` throws when there is no lock.
+ *
+ * @param what The class.
+ * @returns The error.
+ */
+export function noLockError(what: string): TypeError {
+  return new TypeError(
+    `Cannot get the lock: this ${what} was created with lock: false and has none`,
+  );
+}
+
+// -- RawValue and Value ------------------------------------------------------
+
+/** The reviver hands the received memory to the constructor. */
+let adopting: SharedArrayBuffer | undefined;
+
+/** Module-private access to a value's memory. */
+let bufferOf: (v: RawValue) => SharedArrayBuffer;
+
+const f64 = new Float64Array(1);
+const f64Bits = new BigInt64Array(f64.buffer);
+const f32 = new Float32Array(1);
+const f32Bits = new Int32Array(f32.buffer);
+
+/**
+ * One number in shared memory without a lock, as Python's
+ * `multiprocessing.RawValue`. Reads and writes of `value` are single
+ * atomic loads and stores; `add` and `compareExchange` are atomic
+ * read-modify-writes.
+ *
+ * @example Usage
+ * ```ts
+ * import { RawValue } from "@dmp/multiprocessing/value";
+ * import { strict as assert } from "node:assert";
+ *
+ * const v = new RawValue("d", 1.5);
+ * v.value *= 2;
+ * assert.equal(v.value, 3);
+ * ```
+ *
+ * @typeParam C The typecode.
+ */
+export class RawValue<C extends Typecode = Typecode> {
+  readonly #t: TypecodeInfo;
+  readonly #a: AnyTypedArray;
+  readonly #kind: 0 | 1 | 2;
+  readonly #bits: Int32Array | BigInt64Array | undefined;
+  readonly #scratch: AnyTypedArray;
+
+  /**
+   * Makes a value of typecode `typecode`, initially `initial`.
+   *
+   * @param typecode A typecode (`"i"`, `"d"`, `"q"`, …) or alias.
+   * @param initial The first value (default `0`, or `0n` for 64-bit codes).
+   * @throws {TypeError} If the typecode is unknown or `initial` does not
+   *   fit it.
+   */
+  constructor(typecode: C, initial?: ElementOf<C>) {
+    const what = `create ${new.target.name}`;
+    const t = typecodeInfo(typecode, what);
+    const adopted = adopting;
+    adopting = undefined;
+    const buffer = adopted ?? new SharedArrayBuffer(8);
+    this.#t = t;
+    this.#a = new t.ctor(buffer).subarray(0, 1);
+    this.#kind = t.kind === "int" ? 0 : t.kind === "big" ? 1 : 2;
+    this.#scratch = new t.ctor(new ArrayBuffer(8)).subarray(0, 1);
+    this.#bits = t.kind !== "float"
+      ? undefined
+      : t.bytes === 8
+      ? new BigInt64Array(buffer, 0, 1)
+      : new Int32Array(buffer, 0, 1);
+    if (!adopted && initial !== undefined) {
+      const v = checkElement(t, initial, what);
+      (this.#a as Float64Array)[0] = v as number;
+    }
+  }
+
+  static {
+    bufferOf = (v) => v.#a.buffer as SharedArrayBuffer;
+  }
+
+  /** The canonical one-letter typecode, e.g. `"i"`. */
+  get typecode(): string {
+    return this.#t.code;
+  }
+
+  /** The current value (a `bigint` for 64-bit codes). */
+  get value(): ElementOf<C> {
+    return (this.#kind === 2
+      ? this.#a[0]
+      : Atomics.load(this.#a as Int32Array, 0)) as ElementOf<C>;
+  }
+
+  /**
+   * Stores a new value.
+   *
+   * @throws {TypeError} If it does not fit the typecode.
+   */
+  set value(v: ElementOf<C>) {
+    const t = this.#t;
+    switch (this.#kind) {
+      case 0:
+        if (
+          typeof v === "number" && Number.isInteger(v) &&
+          v >= (t.min as number) && v <= (t.max as number)
+        ) {
+          Atomics.store(this.#a as Int32Array, 0, v);
+          return;
+        }
+        break;
+      case 1:
+        if (
+          typeof v === "bigint" && v >= (t.min as bigint) &&
+          v <= (t.max as bigint)
+        ) {
+          Atomics.store(this.#a as BigInt64Array, 0, v);
+          return;
+        }
+        break;
+      default:
+        if (typeof v === "number") {
+          (this.#a as Float64Array)[0] = v;
+          return;
+        }
+    }
+    throw badElement(t, v, "set value");
+  }
+
+  /**
+   * Adds `delta` atomically (integers wrap around as in C) and returns the
+   * new value. Floats use a compare-and-swap loop on their bits.
+   *
+   * @example Usage
+   * ```ts
+   * import { RawValue } from "@dmp/multiprocessing/value";
+   * import { strict as assert } from "node:assert";
+   *
+   * const v = new RawValue("q", 1n);
+   * assert.equal(v.add(41n), 42n);
+   * const f = new RawValue("d");
+   * assert.equal(f.add(0.5), 0.5);
+   * ```
+   *
+   * @param delta What to add (a `bigint` for 64-bit codes; may be negative).
+   * @returns The value after the addition.
+   * @throws {TypeError} If `delta` has the wrong type for the typecode.
+   */
+  add(delta: ElementOf<C>): ElementOf<C> {
+    const s = this.#scratch;
+    switch (this.#kind) {
+      case 0:
+        if (typeof delta !== "number" || !Number.isSafeInteger(delta)) break;
+        s[0] = Atomics.add(this.#a as Int32Array, 0, delta) + delta;
+        return s[0] as ElementOf<C>;
+      case 1:
+        if (typeof delta !== "bigint") break;
+        s[0] = Atomics.add(this.#a as BigInt64Array, 0, delta) + delta;
+        return s[0] as ElementOf<C>;
+      default: {
+        if (typeof delta !== "number") break;
+        for (;;) {
+          const old = this.#loadBits();
+          const next = this.#fromBits(old) + delta;
+          if (this.#casBits(old, this.#toBits(next)) === old) {
+            return this.#fromBits(this.#toBits(next)) as ElementOf<C>;
+          }
+        }
+      }
+    }
+    checkDelta(this.#t, delta, "add to the value");
+    throw new TypeError("unreachable");
+  }
+
+  /**
+   * Stores `next` if the value is `expected`, atomically, and returns the
+   * value found (so it succeeded when that equals `expected`). Floats are
+   * compared by their bits (`NaN` matches `NaN`, `0` does not match `-0`).
+   *
+   * @example Usage
+   * ```ts
+   * import { RawValue } from "@dmp/multiprocessing/value";
+   * import { strict as assert } from "node:assert";
+   *
+   * const v = new RawValue("i", 5);
+   * assert.equal(v.compareExchange(5, 6), 5);
+   * assert.equal(v.compareExchange(5, 7), 6);
+   * assert.equal(v.value, 6);
+   * ```
+   *
+   * @param expected The value to replace.
+   * @param next The new value.
+   * @returns The value found before.
+   * @throws {TypeError} If `expected` or `next` does not fit the typecode.
+   */
+  compareExchange(expected: ElementOf<C>, next: ElementOf<C>): ElementOf<C> {
+    const t = this.#t;
+    checkElement(t, expected, "compareExchange");
+    checkElement(t, next, "compareExchange");
+    if (this.#kind !== 2) {
+      return Atomics.compareExchange(
+        this.#a as Int32Array,
+        0,
+        expected as number,
+        next as number,
+      ) as ElementOf<C>;
+    }
+    const e = this.#toBits(expected as number);
+    return this.#fromBits(
+      this.#casBits(e, this.#toBits(next as number)),
+    ) as ElementOf<C>;
+  }
+
+  #loadBits(): number | bigint {
+    return Atomics.load(this.#bits as Int32Array, 0);
+  }
+
+  #casBits(old: number | bigint, next: number | bigint): number | bigint {
+    return Atomics.compareExchange(
+      this.#bits as Int32Array,
+      0,
+      old as number,
+      next as number,
+    );
+  }
+
+  #toBits(x: number): number | bigint {
+    if (this.#t.bytes === 8) {
+      f64[0] = x;
+      return f64Bits[0]!;
+    }
+    f32[0] = x;
+    return f32Bits[0]!;
+  }
+
+  #fromBits(b: number | bigint): number {
+    if (this.#t.bytes === 8) {
+      f64Bits[0] = b as bigint;
+      return f64[0]!;
+    }
+    f32Bits[0] = b as number;
+    return f32[0]!;
+  }
+
+  /**
+   * The value as text, e.g. for template strings.
+   *
+   * @example Usage
+   * ```ts
+   * import { RawValue } from "@dmp/multiprocessing/value";
+   * import { strict as assert } from "node:assert";
+   *
+   * assert.equal(`${new RawValue("i", 3)}`, "3");
+   * ```
+   *
+   * @returns The text.
+   */
+  toString(): string {
+    return String(this.value);
+  }
+
+  /**
+   * Describes the value for the trip into a worker.
+   *
+   * @example Usage
+   * ```ts
+   * import { kShare, RawValue } from "@dmp/multiprocessing/value";
+   * import { strict as assert } from "node:assert";
+   *
+   * assert.equal(new RawValue("i")[kShare]({ transfer: [], afterSend() {} }).type, "value.value");
+   * ```
+   *
+   * @param _context Unused.
+   * @returns The handle.
+   */
+  [kShare](_context?: ShareContext): SharedHandle {
+    return {
+      type: "value.value",
+      module: import.meta.url,
+      data: { buffer: bufferOf(this), typecode: this.#t.code, lock: false },
+    };
+  }
+}
+
+/** Options of {@linkcode Value}. */
+export interface ValueOptions {
+  /**
+   * `true` (the default) makes a new `RLock`; a `Lock` or `RLock` is used
+   * as given (so several values can share one); `false` gives none.
+   */
+  lock?: boolean | Lock | RLock;
+}
+
+/**
+ * One number in shared memory with a lock, as Python's
+ * `multiprocessing.Value`: `getLock()` guards read-modify-write sequences
+ * such as `v.value += 1`; `add` does the same without a lock.
+ *
+ * @example Usage
+ * ```ts
+ * import { Value } from "@dmp/multiprocessing/value";
+ * import { strict as assert } from "node:assert";
+ *
+ * const v = new Value("i", 0);
+ * {
+ *   using _ = await v.getLock().hold();
+ *   v.value += 1;
+ * }
+ * assert.equal(v.add(1), 2);
+ * ```
+ *
+ * @typeParam C The typecode.
+ */
+export class Value<C extends Typecode = Typecode> extends RawValue<C> {
+  readonly #lock: Lock | RLock | null;
+
+  /**
+   * Makes a value of typecode `typecode`, initially `initial`.
+   *
+   * @param typecode A typecode (`"i"`, `"d"`, `"q"`, …) or alias.
+   * @param initial The first value (default `0`, or `0n` for 64-bit codes).
+   * @param options The lock.
+   * @throws {TypeError} If the typecode is unknown, `initial` does not fit
+   *   it, or `lock` is not a lock.
+   */
+  constructor(typecode: C, initial?: ElementOf<C>, options: ValueOptions = {}) {
+    const adoptedLock = adoptingLock;
+    adoptingLock = undefined;
+    const lock = adoptedLock !== undefined
+      ? adoptedLock
+      : lockOption(options?.lock, "create Value");
+    super(typecode, initial);
+    this.#lock = lock;
+  }
+
+  /**
+   * The lock that guards the value.
+   *
+   * @example Usage
+   * ```ts
+   * import { Value } from "@dmp/multiprocessing/value";
+   * import { RLock } from "@dmp/multiprocessing/sync";
+   * import { strict as assert } from "node:assert";
+   *
+   * assert.ok(new Value("i").getLock() instanceof RLock);
+   * assert.throws(() => new Value("i", 0, { lock: false }).getLock(), TypeError);
+   * ```
+   *
+   * @returns The `Lock` or `RLock`.
+   * @throws {TypeError} If the value was made with `lock: false`.
+   */
+  getLock(): Lock | RLock {
+    if (this.#lock === null) throw noLockError("Value");
+    return this.#lock;
+  }
+
+  /**
+   * Describes the value and its lock for the trip into a worker.
+   *
+   * @example Usage
+   * ```ts
+   * import { kShare, Value } from "@dmp/multiprocessing/value";
+   * import { strict as assert } from "node:assert";
+   *
+   * assert.equal(new Value("i")[kShare]({ transfer: [], afterSend() {} }).type, "value.value");
+   * ```
+   *
+   * @param _context Unused.
+   * @returns The handle.
+   */
+  override [kShare](_context?: ShareContext): SharedHandle {
+    return {
+      type: "value.value",
+      module: import.meta.url,
+      data: {
+        buffer: bufferOf(this),
+        typecode: this.typecode,
+        lock: this.#lock ?? null,
+      },
+    };
+  }
+}
+
+let adoptingLock: Lock | RLock | null | undefined;
+
+registerShareable("value.value", (d) => {
+  const data = d as {
+    buffer: SharedArrayBuffer;
+    typecode: Typecode;
+    lock: Lock | RLock | null | false;
+  };
+  adopting = data.buffer;
+  try {
+    if (data.lock === false) return new RawValue(data.typecode);
+    adoptingLock = data.lock;
+    return new Value(data.typecode);
+  } finally {
+    adopting = undefined;
+    adoptingLock = undefined;
+  }
+});
+
+// -- Demo --------------------------------------------------------------------
+
+if (isMainModule(import.meta)) {
+  parseCli(
+    Deno.args,
+    "deno task value",
+    'Cubes a shared Value("i", 4) in one process, then again in another, and prints the result (262144).',
+  );
+  const { Process } = await import("./cube.ts");
+  const v = new Value("i", 4);
+  for (let k = 0; k < 2; k++) {
+    const p = new Process({
+      target: (v: Value<"i">) => {
+        using _ = v.getLock().holdSync();
+        v.value = v.value ** 3;
+      },
+      args: [v],
+    });
+    p.start();
+    await p.join();
+  }
+  console.log(v.value);
+}
