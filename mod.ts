@@ -30,3 +30,6 @@ export * from "./patterns/cube.ts";
 export * from "./patterns/pipe.ts";
 export * from "./patterns/queue.ts";
 export * from "./patterns/server_process.ts";
+export * from "./patterns/sync.ts";
+export * from "./patterns/value.ts";
+export * from "./patterns/array.ts";

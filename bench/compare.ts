@@ -15,8 +15,9 @@ import { findPython, type Row } from "./_compare_util.ts";
 import { section as cube } from "./compare_cube.ts";
 import { section as channels } from "./compare_channels.ts";
 import { section as manager } from "./compare_manager.ts";
+import { section as shared } from "./compare_shared.ts";
 
-const sections = [cube, channels, manager];
+const sections = [cube, shared, channels, manager];
 
 const { values } = parseArgs({
   args: Deno.args,

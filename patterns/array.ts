@@ -50,28 +50,25 @@
  */
 
 import {
+  checkElement,
   describeValue,
+  type ElementOf,
   isMainModule,
   kShare,
   parseCli,
   registerShareable,
   type ShareContext,
   type SharedHandle,
-} from "./_util.ts";
-import type { Lock, RLock } from "./sync.ts";
-import {
-  checkElement,
-  type ElementOf,
-  lockOption,
-  noLockError,
   type Typecode,
   type TypecodeInfo,
   typecodeInfo,
   type TypedArrayOf,
-} from "./value.ts";
+} from "./_util.ts";
+import type { Lock, RLock } from "./sync.ts";
+import { lockOption, noLockError } from "./value.ts";
 
 export { kShare } from "./_util.ts";
-export type { ElementOf, Typecode, TypedArrayOf } from "./value.ts";
+export type { ElementOf, Typecode, TypedArrayOf } from "./_util.ts";
 
 /** The reviver hands the received memory to the constructor. */
 let adopting: SharedArrayBuffer | undefined;
