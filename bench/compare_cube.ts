@@ -14,7 +14,12 @@
  */
 
 import { Pool } from "../patterns/cube.ts";
-import type { CompareSection, PythonRunner, Row } from "./_compare_util.ts";
+import {
+  type CompareSection,
+  medianMs,
+  type PythonRunner,
+  type Row,
+} from "./_compare_util.ts";
 
 /**
  * The CPU-heavy task: the sum of `i ** 3` over `range(200 000)`, plus `x`.
@@ -57,22 +62,23 @@ export async function dispatchRate(
 }
 
 /**
- * The CPU-heavy workload, serially and through a pool of 2.
+ * The CPU-heavy workload, serially and through a pool of 2: each after a
+ * warm-up run, the median of 3 runs.
  *
  * @returns Both durations in ms.
  */
 export async function heavyRun(): Promise<{ serial: number; pool: number }> {
   const items = Array.from({ length: 64 }, (_, i) => i);
-  let t0 = performance.now();
-  const serial = items.map(heavy);
-  const serialMs = performance.now() - t0;
+  const expected = items.map(heavy);
+  const serial = await medianMs(() => items.map(heavy));
   await using pool = new Pool({ workers: 2 });
-  await pool.apply(() => 0);
-  t0 = performance.now();
-  const par = await pool.map(heavy, items, { chunksize: 1 });
-  const poolMs = performance.now() - t0;
-  if (par.some((v, i) => v !== serial[i])) throw new Error("results differ");
-  return { serial: serialMs, pool: poolMs };
+  const pooled = await medianMs(async () => {
+    const par = await pool.map(heavy, items, { chunksize: 1 });
+    if (par.some((v, i) => v !== expected[i])) {
+      throw new Error("results differ");
+    }
+  });
+  return { serial, pool: pooled };
 }
 
 /**
