@@ -86,6 +86,14 @@ const WORKER_URL = new URL("./_cube_worker.ts", import.meta.url);
 /**
  * Any function: what a task given as a function may be (it must be
  * self-contained: its source is compiled again in the worker).
+ * @example Usage
+ * ```ts
+ * import type { TaskFunction } from "@dmp/multiprocessing/cube";
+ * import { strict as assert } from "node:assert";
+ *
+ * const cube: TaskFunction = (x: number) => x ** 3;
+ * assert.equal(cube(2), 8);
+ * ```
  */
 // deno-lint-ignore no-explicit-any
 export type TaskFunction = (...args: any[]) => unknown;
@@ -95,6 +103,15 @@ export type TaskFunction = (...args: any[]) => unknown;
  * pool or process is given that module.
  *
  * @typeParam M The module's type, e.g. `typeof import("./tasks.ts")`.
+ * @example Usage
+ * ```ts
+ * import type { TaskName } from "@dmp/multiprocessing/cube";
+ * import { strict as assert } from "node:assert";
+ *
+ * type Tasks = { cube(x: number): number; version: string };
+ * const name: TaskName<Tasks> = "cube"; // "version" is not a function: refused
+ * assert.equal(name, "cube");
+ * ```
  */
 export type TaskName<M> =
   & {
@@ -106,6 +123,14 @@ export type TaskName<M> =
  * The awaited result of a module export or function.
  *
  * @typeParam F The function's type.
+ * @example Usage
+ * ```ts
+ * import type { ResultOf } from "@dmp/multiprocessing/cube";
+ * import { strict as assert } from "node:assert";
+ *
+ * const r: ResultOf<(x: number) => Promise<string>> = "awaited";
+ * assert.equal(typeof r, "string");
+ * ```
  */
 export type ResultOf<F> = F extends TaskFunction ? Awaited<ReturnType<F>>
   : never;
@@ -113,6 +138,14 @@ export type ResultOf<F> = F extends TaskFunction ? Awaited<ReturnType<F>>
  * The first parameter of a module export or function: a map item.
  *
  * @typeParam F The function's type.
+ * @example Usage
+ * ```ts
+ * import type { ArgOf } from "@dmp/multiprocessing/cube";
+ * import { strict as assert } from "node:assert";
+ *
+ * const item: ArgOf<(x: number) => number> = 3;
+ * assert.equal(item, 3);
+ * ```
  */
 export type ArgOf<F> = F extends (arg: infer A, ...rest: never[]) => unknown ? A
   : never;
@@ -120,6 +153,14 @@ export type ArgOf<F> = F extends (arg: infer A, ...rest: never[]) => unknown ? A
  * The parameters of a module export or function: a starmap argument list.
  *
  * @typeParam F The function's type.
+ * @example Usage
+ * ```ts
+ * import type { ArgsOf } from "@dmp/multiprocessing/cube";
+ * import { strict as assert } from "node:assert";
+ *
+ * const args: ArgsOf<(a: number, b: string) => void> = [1, "x"];
+ * assert.equal(args.length, 2);
+ * ```
  */
 export type ArgsOf<F> = F extends (...args: infer A) => unknown ? A : never;
 
@@ -195,6 +236,32 @@ function encodeArgs(
  * Options of {@linkcode Process}.
  *
  * @typeParam M The type of `module`, e.g. `typeof import("./tasks.ts")`.
+ * @example Usage
+ * ```ts
+ * import { Process, type ProcessOptions } from "@dmp/multiprocessing/cube";
+ * import { strict as assert } from "node:assert";
+ *
+ * const options: ProcessOptions = {
+ *   target: (a: number, b: number) => console.log(a + b),
+ *   args: [1, 2],
+ *   name: "adder",
+ * };
+ * const p = new Process(options);
+ * p.start();
+ * assert.equal(await p.join(), 0);
+ * ```
+ * @example Usage
+ * ```ts
+ * import { type JoinOptions, Process } from "@dmp/multiprocessing/cube";
+ * import { strict as assert } from "node:assert";
+ *
+ * const p = new Process({ target: () => new Promise((r) => setTimeout(r, 5_000)) });
+ * p.start();
+ * const options: JoinOptions = { timeout: 10 };
+ * assert.equal(await p.join(options), null);
+ * p.terminate();
+ * assert.equal(await p.join(), -15);
+ * ```
  */
 export interface ProcessOptions<M = Record<string, never>> {
   /**
@@ -409,6 +476,50 @@ export class Process<M = Record<string, never>> {
  * Options of {@linkcode Pool}.
  *
  * @typeParam M The type of `module`, e.g. `typeof import("./tasks.ts")`.
+ * @example Usage
+ * ```ts
+ * import { Pool, type PoolOptions } from "@dmp/multiprocessing/cube";
+ * import { strict as assert } from "node:assert";
+ *
+ * const options: PoolOptions = {
+ *   workers: 2,
+ *   maxTasksPerWorker: 100,
+ *   initializer: (f: number) => {
+ *     (globalThis as { factor?: number }).factor = f;
+ *   },
+ *   initArgs: [10],
+ *   taskTimeout: 5_000,
+ * };
+ * await using pool = new Pool(options);
+ * assert.equal(
+ *   await pool.apply((x: number) => x * (globalThis as { factor?: number }).factor!, [4]),
+ *   40,
+ * );
+ * ```
+ * @example Usage
+ * ```ts
+ * import { type MapOptions, Pool } from "@dmp/multiprocessing/cube";
+ * import { strict as assert } from "node:assert";
+ *
+ * await using pool = new Pool({ workers: 2 });
+ * let done = 0;
+ * const options: MapOptions = {
+ *   chunksize: 10,
+ *   signal: AbortSignal.timeout(10_000),
+ *   onProgress: (n) => done = n,
+ * };
+ * await pool.map((x: number) => x, Array.from({ length: 100 }, (_, i) => i), options);
+ * assert.equal(done, 100);
+ * ```
+ * @example Usage
+ * ```ts
+ * import { type ApplyOptions, Pool } from "@dmp/multiprocessing/cube";
+ * import { strict as assert } from "node:assert";
+ *
+ * await using pool = new Pool({ workers: 1 });
+ * const options: ApplyOptions = { signal: AbortSignal.abort(new Error("cancelled")) };
+ * await assert.rejects(pool.apply(() => 1, [], options), /cancelled/);
+ * ```
  */
 export interface PoolOptions<M = Record<string, never>> {
   /** How many workers; defaults to {@linkcode cpuCount}. */
