@@ -86,6 +86,7 @@ const WORKER_URL = new URL("./_cube_worker.ts", import.meta.url);
 /**
  * Any function: what a task given as a function may be (it must be
  * self-contained: its source is compiled again in the worker).
+ *
  * @example Usage
  * ```ts
  * import type { TaskFunction } from "@dmp/multiprocessing/cube";
@@ -103,6 +104,7 @@ export type TaskFunction = (...args: any[]) => unknown;
  * pool or process is given that module.
  *
  * @typeParam M The module's type, e.g. `typeof import("./tasks.ts")`.
+ *
  * @example Usage
  * ```ts
  * import type { TaskName } from "@dmp/multiprocessing/cube";
@@ -123,6 +125,7 @@ export type TaskName<M> =
  * The awaited result of a module export or function.
  *
  * @typeParam F The function's type.
+ *
  * @example Usage
  * ```ts
  * import type { ResultOf } from "@dmp/multiprocessing/cube";
@@ -138,6 +141,7 @@ export type ResultOf<F> = F extends TaskFunction ? Awaited<ReturnType<F>>
  * The first parameter of a module export or function: a map item.
  *
  * @typeParam F The function's type.
+ *
  * @example Usage
  * ```ts
  * import type { ArgOf } from "@dmp/multiprocessing/cube";
@@ -153,6 +157,7 @@ export type ArgOf<F> = F extends (arg: infer A, ...rest: never[]) => unknown ? A
  * The parameters of a module export or function: a starmap argument list.
  *
  * @typeParam F The function's type.
+ *
  * @example Usage
  * ```ts
  * import type { ArgsOf } from "@dmp/multiprocessing/cube";
@@ -236,6 +241,7 @@ function encodeArgs(
  * Options of {@linkcode Process}.
  *
  * @typeParam M The type of `module`, e.g. `typeof import("./tasks.ts")`.
+ *
  * @example Usage
  * ```ts
  * import { Process, type ProcessOptions } from "@dmp/multiprocessing/cube";
@@ -250,6 +256,7 @@ function encodeArgs(
  * p.start();
  * assert.equal(await p.join(), 0);
  * ```
+ *
  * @example Usage
  * ```ts
  * import { type JoinOptions, Process } from "@dmp/multiprocessing/cube";
@@ -476,6 +483,7 @@ export class Process<M = Record<string, never>> {
  * Options of {@linkcode Pool}.
  *
  * @typeParam M The type of `module`, e.g. `typeof import("./tasks.ts")`.
+ *
  * @example Usage
  * ```ts
  * import { Pool, type PoolOptions } from "@dmp/multiprocessing/cube";
@@ -496,6 +504,7 @@ export class Process<M = Record<string, never>> {
  *   40,
  * );
  * ```
+ *
  * @example Usage
  * ```ts
  * import { type MapOptions, Pool } from "@dmp/multiprocessing/cube";
@@ -511,6 +520,7 @@ export class Process<M = Record<string, never>> {
  * await pool.map((x: number) => x, Array.from({ length: 100 }, (_, i) => i), options);
  * assert.equal(done, 100);
  * ```
+ *
  * @example Usage
  * ```ts
  * import { type ApplyOptions, Pool } from "@dmp/multiprocessing/cube";
