@@ -1244,7 +1244,21 @@ class ArrayObj implements Managed {
 
 // -- Registered user types ------------------------------------------------
 
-/** A registered type, as given to `serve` / `Manager.start`. */
+/**
+ * A registered type, as given to `serve` / `Manager.start`.
+ *
+ * @example Usage
+ * ```ts
+ * import type { RegisteredType } from "@dmp/multiprocessing/server-process";
+ * import { strict as assert } from "node:assert";
+ *
+ * const counter: RegisteredType = {
+ *   module: new URL("./counter.ts", import.meta.url),
+ *   export: "Counter",
+ * };
+ * assert.equal(counter.export, "Counter");
+ * ```
+ */
 export interface RegisteredType {
   /** The module that exports the class (a URL or path). */
   module: string | URL;
@@ -1367,7 +1381,21 @@ interface Entry {
   refs: number;
 }
 
-/** The server's live figures, for tests and monitoring. */
+/**
+ * The server's live figures, for tests and monitoring.
+ *
+ * @example Usage
+ * ```ts
+ * import { Manager } from "@dmp/multiprocessing/server-process";
+ * import { strict as assert } from "node:assert";
+ *
+ * await using m = await Manager.start();
+ * const d = await m.dict();
+ * const stats = await m.stats();
+ * assert.ok(stats.objects >= 1);
+ * d.drop();
+ * ```
+ */
 export interface ServerStats {
   /** Managed objects alive. */
   objects: number;

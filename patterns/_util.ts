@@ -23,7 +23,20 @@ import { parseArgs, styleText } from "node:util";
 
 // -- Errors --------------------------------------------------------------
 
-/** The serialisable description of an error thrown in another thread. */
+/**
+ * The serialisable description of an error thrown in another thread.
+ *
+ * @example Usage
+ * ```ts
+ * import { type ErrorInfo, explainTaskError, RemoteError } from "./_util.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * const info: ErrorInfo = explainTaskError(new RangeError("too big"), false);
+ * assert.equal(info.name, "RangeError");
+ * assert.equal(info.message, "too big");
+ * assert.equal(new RemoteError(info).remoteName, "RangeError");
+ * ```
+ */
 export interface ErrorInfo {
   /** The error's `name`, e.g. `"TypeError"`. */
   name: string;
@@ -33,7 +46,20 @@ export interface ErrorInfo {
   stack: string;
 }
 
-/** Options of {@linkcode RemoteError}. */
+/**
+ * Options of {@linkcode RemoteError}.
+ *
+ * @example Usage
+ * ```ts
+ * import { RemoteError, type RemoteErrorOptions } from "./_util.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * const options: RemoteErrorOptions = { worker: "Pool-1-worker-2", index: 7 };
+ * const e = new RemoteError({ name: "Error", message: "failed", stack: "" }, options);
+ * assert.equal(e.worker, "Pool-1-worker-2");
+ * assert.equal(e.index, 7);
+ * ```
+ */
 export interface RemoteErrorOptions {
   /** The name of the worker the error was thrown in. */
   worker?: string;
@@ -443,7 +469,22 @@ export function describeValue(value: unknown): string {
 
 // -- Options: timeouts and signals ---------------------------------------
 
-/** The options every call that may wait takes. */
+/**
+ * The options every call that may wait takes.
+ *
+ * @example Usage
+ * ```ts
+ * import { waitAsync, type WaitOptions } from "./_util.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * const word = new Int32Array(new SharedArrayBuffer(4));
+ * const controller = new AbortController();
+ * const options: WaitOptions = { timeout: 5, signal: controller.signal };
+ * assert.equal(await waitAsync(word, 0, 0, options), "timed-out");
+ * controller.abort(new Error("stop"));
+ * await assert.rejects(waitAsync(word, 0, 0, options), /stop/);
+ * ```
+ */
 export interface WaitOptions {
   /**
    * How long to wait, in milliseconds. `undefined` or `Infinity` waits
@@ -815,6 +856,17 @@ const SLICE_MS = 50;
 /**
  * The result of a wait on a shared word: woken (`"ok"`), the word already
  * differed (`"not-equal"`), or the time ran out (`"timed-out"`).
+ *
+ * @example Usage
+ * ```ts
+ * import { type WaitResult, waitSync } from "./_util.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * const word = new Int32Array(new SharedArrayBuffer(4));
+ * Atomics.store(word, 0, 1);
+ * const result: WaitResult = waitSync(word, 0, 0, 10);
+ * assert.equal(result, "not-equal");
+ * ```
  */
 export type WaitResult = "ok" | "not-equal" | "timed-out";
 
@@ -931,6 +983,18 @@ export async function waitAsync(
 /**
  * The symbol a shareable class implements to describe how it travels into a
  * worker; see {@linkcode Shareable}.
+ *
+ * @example Usage
+ * ```ts
+ * import { encodeShared, kShare } from "./_util.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * assert.equal(kShare, Symbol.for("deno-multiprocessing.share"));
+ * const point = {
+ *   [kShare]: () => ({ type: "example.point", module: import.meta.url, data: [1, 2] }),
+ * };
+ * assert.equal(encodeShared([point], []).handles, true);
+ * ```
  */
 export const kShare: unique symbol = Symbol.for(
   "deno-multiprocessing.share",
@@ -938,7 +1002,27 @@ export const kShare: unique symbol = Symbol.for(
 
 const HANDLE_KEY = "\u0000deno-multiprocessing.handle";
 
-/** The description of a shared object as it crosses into a worker. */
+/**
+ * The description of a shared object as it crosses into a worker.
+ *
+ * @example Usage
+ * ```ts
+ * import { kShare, type SharedHandle } from "./_util.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * const words = new Int32Array(new SharedArrayBuffer(4));
+ * const shared = {
+ *   [kShare]: (): SharedHandle => ({
+ *     type: "example.words",
+ *     module: import.meta.url,
+ *     data: words.buffer,
+ *   }),
+ * };
+ * const handle = shared[kShare]();
+ * assert.equal(handle.type, "example.words");
+ * assert.equal(handle.data, words.buffer);
+ * ```
+ */
 export interface SharedHandle {
   /** The registered type, e.g. `"value"`. */
   type: string;
@@ -951,7 +1035,27 @@ export interface SharedHandle {
   data: unknown;
 }
 
-/** What a shareable object may use while it is being sent. */
+/**
+ * What a shareable object may use while it is being sent.
+ *
+ * @example Usage
+ * ```ts
+ * import { encodeShared, kShare, type ShareContext } from "./_util.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * const log: string[] = [];
+ * const thing = {
+ *   [kShare](context: ShareContext) {
+ *     context.afterSend(() => log.push("posted"));
+ *     return { type: "example.thing", module: import.meta.url, data: null };
+ *   },
+ * };
+ * const transfer: Transferable[] = [];
+ * const encoded = encodeShared(thing, transfer);
+ * for (const fn of encoded.afterSend) fn();
+ * assert.deepEqual(log, ["posted"]);
+ * ```
+ */
 export interface ShareContext {
   /** Objects to transfer (e.g. a `MessagePort`) rather than clone. */
   transfer: Transferable[];
@@ -959,7 +1063,39 @@ export interface ShareContext {
   afterSend(fn: () => void): void;
 }
 
-/** What a reviver may use while it rebuilds an object in a worker. */
+/**
+ * What a reviver may use while it rebuilds an object in a worker.
+ *
+ * @example Usage
+ * ```ts
+ * import {
+ *   decodeShared,
+ *   encodeShared,
+ *   kShare,
+ *   registerShareable,
+ *   type ReviveContext,
+ * } from "./_util.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * registerShareable("example.ticket", (data, context) => {
+ *   const ticket = { id: data as number, open: true };
+ *   context.onTaskEnd(() => (ticket.open = false));
+ *   return ticket;
+ * });
+ * const endHooks: Array<() => void> = [];
+ * const context: ReviveContext = { onTaskEnd: (fn) => endHooks.push(fn) };
+ * const sent = {
+ *   [kShare]: () => ({ type: "example.ticket", module: import.meta.url, data: 7 }),
+ * };
+ * const ticket = await decodeShared(encodeShared(sent, []).value, context) as {
+ *   id: number;
+ *   open: boolean;
+ * };
+ * assert.equal(ticket.id, 7);
+ * for (const fn of endHooks) fn();
+ * assert.equal(ticket.open, false);
+ * ```
+ */
 export interface ReviveContext {
   /** Runs when the task or process that received the object ends. */
   onTaskEnd(fn: () => void): void;
@@ -968,13 +1104,56 @@ export interface ReviveContext {
 /**
  * A class of this package whose instances can be passed to workers and
  * arrive live there.
+ *
+ * @example Usage
+ * ```ts
+ * import {
+ *   decodeShared,
+ *   encodeShared,
+ *   kShare,
+ *   registerShareable,
+ *   type Shareable,
+ *   type SharedHandle,
+ * } from "./_util.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * class Counter implements Shareable {
+ *   constructor(readonly words: Int32Array = new Int32Array(new SharedArrayBuffer(4))) {}
+ *   [kShare](): SharedHandle {
+ *     return { type: "example.counter", module: import.meta.url, data: this.words };
+ *   }
+ * }
+ * registerShareable("example.counter", (data) => new Counter(data as Int32Array));
+ *
+ * const counter = new Counter();
+ * const encoded = encodeShared({ counter }, []);
+ * // What a worker would do with the message: rebuild a live Counter.
+ * const received = await decodeShared(structuredClone(encoded.value)) as {
+ *   counter: Counter;
+ * };
+ * Atomics.add(received.counter.words, 0, 1);
+ * assert.equal(Atomics.load(counter.words, 0), 1);
+ * ```
  */
 export interface Shareable {
   /** Describes this object for the trip into another thread. */
   [kShare](context: ShareContext): SharedHandle;
 }
 
-/** Rebuilds a shared object from its handle's `data` in a receiving thread. */
+/**
+ * Rebuilds a shared object from its handle's `data` in a receiving thread.
+ *
+ * @example Usage
+ * ```ts
+ * import { registerShareable, type Reviver } from "./_util.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * const revive: Reviver = (data) => new Int32Array(data as SharedArrayBuffer);
+ * registerShareable("example.int32", revive);
+ * const words = revive(new SharedArrayBuffer(8), { onTaskEnd() {} });
+ * assert.ok(words instanceof Int32Array);
+ * ```
+ */
 export type Reviver = (data: unknown, context: ReviveContext) => unknown;
 
 /**
@@ -1004,7 +1183,20 @@ function isPlainObject(v: object): boolean {
   return p === Object.prototype || p === null;
 }
 
-/** The result of {@linkcode encodeShared}. */
+/**
+ * The result of {@linkcode encodeShared}.
+ *
+ * @example Usage
+ * ```ts
+ * import { type Encoded, encodeShared } from "./_util.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * const encoded: Encoded = encodeShared({ n: 1 }, []);
+ * assert.deepEqual(encoded.value, { n: 1 });
+ * assert.equal(encoded.handles, false);
+ * assert.deepEqual(encoded.afterSend, []);
+ * ```
+ */
 export interface Encoded {
   /** The value with every shared object replaced by its handle. */
   value: unknown;
@@ -1211,10 +1403,33 @@ export async function decodeShared(
 
 // -- Typecodes (value.ts and array.ts) -------------------------------------------------------------
 
-/** The 64-bit typecodes: their values are `bigint`. */
+/**
+ * The 64-bit typecodes: their values are `bigint`.
+ *
+ * @example Usage
+ * ```ts
+ * import { type BigTypecode, RawValue } from "@dmp/multiprocessing/value";
+ * import { strict as assert } from "node:assert";
+ *
+ * const code: BigTypecode = "q";
+ * const v = new RawValue(code, 2n ** 40n);
+ * assert.equal(v.value, 2n ** 40n);
+ * ```
+ */
 export type BigTypecode = "l" | "L" | "q" | "Q" | "int64" | "uint64";
 
-/** A typecode of Python's `array` module, or its readable alias. */
+/**
+ * A typecode of Python's `array` module, or its readable alias.
+ *
+ * @example Usage
+ * ```ts
+ * import { RawValue, type Typecode } from "@dmp/multiprocessing/value";
+ * import { strict as assert } from "node:assert";
+ *
+ * const codes: Typecode[] = ["i", "float64", "uint64"];
+ * assert.deepEqual(codes.map((c) => new RawValue(c).value), [0, 0, 0n]);
+ * ```
+ */
 export type Typecode =
   | "b"
   | "B"
@@ -1234,11 +1449,35 @@ export type Typecode =
   | "float64"
   | BigTypecode;
 
-/** The JavaScript type of one element of typecode `C`. */
+/**
+ * The JavaScript type of one element of typecode `C`.
+ *
+ * @example Usage
+ * ```ts
+ * import type { ElementOf } from "@dmp/multiprocessing/value";
+ * import { strict as assert } from "node:assert";
+ *
+ * const small: ElementOf<"int32"> = 42;
+ * const big: ElementOf<"uint64"> = 42n;
+ * assert.equal(typeof small, "number");
+ * assert.equal(typeof big, "bigint");
+ * ```
+ */
 export type ElementOf<C extends Typecode> = C extends BigTypecode ? bigint
   : number;
 
-/** The typed array that views memory of typecode `C`. */
+/**
+ * The typed array that views memory of typecode `C`.
+ *
+ * @example Usage
+ * ```ts
+ * import type { TypedArrayOf } from "@dmp/multiprocessing/value";
+ * import { strict as assert } from "node:assert";
+ *
+ * const view: TypedArrayOf<"int16"> = new Int16Array(new SharedArrayBuffer(4));
+ * assert.equal(view.length, 2);
+ * ```
+ */
 export type TypedArrayOf<C extends Typecode> = C extends "b" | "int8"
   ? Int8Array
   : C extends "B" | "uint8" ? Uint8Array
@@ -1252,7 +1491,20 @@ export type TypedArrayOf<C extends Typecode> = C extends "b" | "int8"
   : C extends "d" | "float64" ? Float64Array
   : never;
 
-/** Any typed array a typecode can give. */
+/**
+ * Any typed array a typecode can give.
+ *
+ * @example Usage
+ * ```ts
+ * import { type AnyTypedArray, typecodeInfo } from "@dmp/multiprocessing/value";
+ * import { strict as assert } from "node:assert";
+ *
+ * const { ctor } = typecodeInfo("f", "make a view");
+ * const view: AnyTypedArray = new ctor(new SharedArrayBuffer(8));
+ * assert.ok(view instanceof Float32Array);
+ * assert.equal(view.length, 2);
+ * ```
+ */
 export type AnyTypedArray =
   | Int8Array
   | Uint8Array
@@ -1265,7 +1517,21 @@ export type AnyTypedArray =
   | Float32Array
   | Float64Array;
 
-/** What a typecode means. */
+/**
+ * What a typecode means.
+ *
+ * @example Usage
+ * ```ts
+ * import { type TypecodeInfo, typecodeInfo } from "@dmp/multiprocessing/value";
+ * import { strict as assert } from "node:assert";
+ *
+ * const t: TypecodeInfo = typecodeInfo("uint8", "describe a typecode");
+ * assert.equal(t.code, "B");
+ * assert.equal(t.bytes, 1);
+ * assert.equal(t.kind, "int");
+ * assert.equal(t.max, 255);
+ * ```
+ */
 export interface TypecodeInfo {
   /** The canonical one-letter code, e.g. `"i"`. */
   code: string;
@@ -1318,7 +1584,19 @@ for (const t of Object.values(TABLE)) {
   if (t.code !== "l" && t.code !== "L") TABLE[t.alias] = t;
 }
 
-/** Every accepted typecode, codes first, then aliases. */
+/**
+ * Every accepted typecode, codes first, then aliases.
+ *
+ * @example Usage
+ * ```ts
+ * import { TYPECODES } from "@dmp/multiprocessing/value";
+ * import { strict as assert } from "node:assert";
+ *
+ * assert.ok(TYPECODES.includes("d"));
+ * assert.ok(TYPECODES.includes("float64"));
+ * assert.equal(TYPECODES.includes("x"), false);
+ * ```
+ */
 export const TYPECODES: readonly string[] = Object.freeze(Object.keys(TABLE));
 
 /**
@@ -1408,7 +1686,18 @@ function badElement(t: TypecodeInfo, value: unknown, what: string): TypeError {
 
 // -- Tasks: self-contained functions sent as source ----------------------
 
-/** A task function as sent to a worker: its source text. */
+/**
+ * A task function as sent to a worker: its source text.
+ *
+ * @example Usage
+ * ```ts
+ * import { compileTask, type TaskSource, taskSource } from "./_util.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * const source: TaskSource = taskSource((x: number) => x + 1);
+ * assert.equal(compileTask(source)(1), 2);
+ * ```
+ */
 export type TaskSource = string;
 
 /**
@@ -1531,7 +1820,27 @@ const INIT = "\u0000mp.init";
 const EXITED = "\u0000mp.exit";
 const FATAL = "\u0000mp.fatal";
 
-/** Why a managed worker is gone. */
+/**
+ * Why a managed worker is gone.
+ *
+ * @example Usage
+ * ```ts
+ * import { spawnWorker, type WorkerDeath } from "./_util.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * const deaths: WorkerDeath[] = [];
+ * const worker = spawnWorker("data:text/javascript,", {
+ *   name: "example",
+ *   onMessage() {},
+ *   onDeath: (death) => deaths.push(death),
+ * });
+ * worker.terminate({ reason: "no longer needed" });
+ * assert.equal(deaths.length, 1);
+ * assert.equal(deaths[0]!.kind, "terminated");
+ * assert.equal(deaths[0]!.code, -15);
+ * assert.equal(worker.death, deaths[0]);
+ * ```
+ */
 export interface WorkerDeath {
   /** How it ended. */
   kind: "exit" | "error" | "terminated";
@@ -1543,7 +1852,21 @@ export interface WorkerDeath {
   reason: string;
 }
 
-/** Options of {@linkcode spawnWorker}. */
+/**
+ * Options of {@linkcode spawnWorker}.
+ *
+ * @example Usage
+ * ```ts
+ * import { spawnWorker, type SpawnOptions } from "./_util.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * const { promise, resolve } = Promise.withResolvers<unknown>();
+ * const options: SpawnOptions = { name: "greeter", onMessage: resolve };
+ * const worker = spawnWorker('data:text/javascript,postMessage("ready")', options);
+ * assert.equal(await promise, "ready");
+ * worker.terminate();
+ * ```
+ */
 export interface SpawnOptions {
   /** The worker's name (shown in errors and `currentThreadName()`). */
   name: string;
@@ -1558,6 +1881,29 @@ export interface SpawnOptions {
  * and the shared thread table, and watched so that a silent death (the
  * worker calling `self.close()` or `Deno.exit()`) or a crash is reported
  * exactly once through `onDeath`.
+ *
+ * @example Usage
+ * ```ts
+ * import { liveWorkerCount, ManagedWorker } from "./_util.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * // A worker that cubes the numbers it receives (the first message it gets
+ * // is this package's init message, which it ignores).
+ * const source = "onmessage = (e) => {" +
+ *   " if (typeof e.data === 'number') postMessage(e.data ** 3); };";
+ * const { promise, resolve } = Promise.withResolvers<unknown>();
+ * const worker = new ManagedWorker(`data:text/javascript,${encodeURIComponent(source)}`, {
+ *   name: "cuber",
+ *   onMessage: resolve,
+ * });
+ * assert.equal(worker.name, "cuber");
+ * assert.equal(liveWorkerCount(), 1);
+ * worker.postMessage(5);
+ * assert.equal(await promise, 125);
+ * worker.terminate();
+ * assert.equal(worker.death?.kind, "terminated");
+ * assert.equal(liveWorkerCount(), 0);
+ * ```
  */
 export class ManagedWorker {
   readonly #worker: Worker;
@@ -1840,7 +2186,20 @@ export function installWorkerRuntime(
 
 // -- CLI helpers ---------------------------------------------------------
 
-/** One option of a demo's command line. */
+/**
+ * One option of a demo's command line.
+ *
+ * @example Usage
+ * ```ts
+ * import { type CliOption, parseCli } from "./_util.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * const verbose: CliOption = { type: "boolean", short: "v", description: "print more" };
+ * const args = parseCli(["-v", "input.txt"], "demo", "Runs the demo.", { verbose });
+ * assert.equal(args.values.verbose, true);
+ * assert.deepEqual(args.positionals, ["input.txt"]);
+ * ```
+ */
 export interface CliOption {
   /** `"string"` takes a value; `"boolean"` is a flag. */
   type: "string" | "boolean";
@@ -1852,7 +2211,21 @@ export interface CliOption {
   placeholder?: string;
 }
 
-/** What {@linkcode parseCli} returns. */
+/**
+ * What {@linkcode parseCli} returns.
+ *
+ * @example Usage
+ * ```ts
+ * import { type CliArgs, intOption, parseCli } from "./_util.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * const args: CliArgs = parseCli(["--items", "8", "extra"], "demo", "Runs the demo.", {
+ *   items: { type: "string", description: "how many items", placeholder: "N" },
+ * });
+ * assert.equal(intOption(args.values.items, "items", 1), 8);
+ * assert.deepEqual(args.positionals, ["extra"]);
+ * ```
+ */
 export interface CliArgs {
   /** Option values by name. */
   values: Record<string, string | boolean | undefined>;

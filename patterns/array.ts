@@ -68,7 +68,14 @@ import type { Lock, RLock } from "./sync.ts";
 import { lockOption, noLockError } from "./value.ts";
 
 export { kShare } from "./_util.ts";
-export type { ElementOf, Typecode, TypedArrayOf } from "./_util.ts";
+export type { ShareContext, SharedHandle, WaitOptions } from "./_util.ts";
+export type { Lock, RLock } from "./sync.ts";
+export type {
+  BigTypecode,
+  ElementOf,
+  Typecode,
+  TypedArrayOf,
+} from "./_util.ts";
 
 /** The reviver hands the received memory to the constructor. */
 let adopting: SharedArrayBuffer | undefined;
@@ -339,7 +346,22 @@ export class RawArray<C extends Typecode = Typecode>
   }
 }
 
-/** Options of {@linkcode SharedArray}. */
+/**
+ * Options of {@linkcode SharedArray}.
+ *
+ * @example Usage
+ * ```ts
+ * import { SharedArray, type SharedArrayOptions } from "@dmp/multiprocessing/array";
+ * import { strict as assert } from "node:assert";
+ *
+ * // No lock: get and set work, getLock() throws.
+ * const options: SharedArrayOptions = { lock: false };
+ * const a = new SharedArray("d", [0.5, 1.5], options);
+ * a.set(1, 2.5);
+ * assert.deepEqual(a.toArray(), [0.5, 2.5]);
+ * assert.throws(() => a.getLock(), TypeError);
+ * ```
+ */
 export interface SharedArrayOptions {
   /**
    * `true` (the default) makes a new `RLock`; a `Lock` or `RLock` is used

@@ -97,7 +97,23 @@ const OPEN = 0;
 const CLOSED_HERE = 1;
 const MOVED = 2;
 
-/** Options of {@linkcode Pipe}. */
+/**
+ * Options of {@linkcode Pipe}.
+ *
+ * @example Usage
+ * ```ts
+ * import { Pipe, type PipeOptions } from "./pipe.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * const options: PipeOptions = { capacityBytes: 1024 };
+ * const [a, b] = Pipe(true, options);
+ * a.send("fits");
+ * assert.equal(await b.recv(), "fits");
+ * assert.throws(() => a.send("x".repeat(4096)), RangeError);
+ * a.close();
+ * b.close();
+ * ```
+ */
 export interface PipeOptions {
   /**
    * Bytes each direction holds before a worker's `send` waits (and the main
@@ -111,6 +127,24 @@ export interface PipeOptions {
 /**
  * The shared memory of one end, as it travels into another thread.
  * Internal: make ends with {@linkcode Pipe}.
+ *
+ * @example Usage
+ * ```ts
+ * import { Connection, type ConnectionInit, kShare, Pipe } from "./pipe.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * const [a, b] = Pipe();
+ * // What travels when `a` is passed to a worker: its rings.
+ * const handle = a[kShare]({ transfer: [], afterSend: (fn) => fn() });
+ * const init = handle.data as ConnectionInit;
+ * assert.ok(init.rx instanceof SharedArrayBuffer);
+ * assert.equal(a.closed, true); // `a` moved
+ * const moved = new Connection(init);
+ * moved.send("on the same memory");
+ * assert.equal(await b.recv(), "on the same memory");
+ * moved.close();
+ * b.close();
+ * ```
  */
 export interface ConnectionInit {
   /** The ring this end reads from, or `null` for a send-only end. */

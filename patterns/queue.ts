@@ -87,7 +87,23 @@ const QUEUE_TYPE = "queue.queue";
 /** Default bytes of a queue's ring. */
 const QUEUE_CAPACITY = 1 << 20;
 
-/** Options of {@linkcode Queue} and {@linkcode JoinableQueue}. */
+/**
+ * Options of {@linkcode Queue} and {@linkcode JoinableQueue}.
+ *
+ * @example Usage
+ * ```ts
+ * import { FullError, Queue, type QueueOptions } from "./queue.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * const options: QueueOptions = { maxsize: 2, capacityBytes: 4096 };
+ * const q = new Queue<number>(options);
+ * q.putNowait(1);
+ * q.putNowait(2);
+ * assert.throws(() => q.putNowait(3), FullError);
+ * assert.equal(q.maxsize, 2);
+ * q.close();
+ * ```
+ */
 export interface QueueOptions {
   /**
    * The most items the queue holds; `put` waits while it is full. `0` or
@@ -106,7 +122,22 @@ export interface QueueOptions {
   capacityBytes?: number;
 }
 
-/** Options of {@linkcode SimpleQueue}. */
+/**
+ * Options of {@linkcode SimpleQueue}.
+ *
+ * @example Usage
+ * ```ts
+ * import { SimpleQueue, type SimpleQueueOptions } from "./queue.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * const options: SimpleQueueOptions = { capacityBytes: 1024 };
+ * const q = new SimpleQueue<string>(options);
+ * await q.put("fits");
+ * assert.equal(await q.get(), "fits");
+ * await assert.rejects(q.put("x".repeat(4096)), RangeError);
+ * q.close();
+ * ```
+ */
 export interface SimpleQueueOptions {
   /**
    * The bytes of shared memory that hold the items.

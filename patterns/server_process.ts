@@ -804,7 +804,23 @@ registerShareable(SHARE_TYPE, (raw, context) => {
   return proxy;
 });
 
-/** Keys a manager dict accepts. */
+/**
+ * Keys a manager dict accepts.
+ *
+ * @example Usage
+ * ```ts
+ * import { type DictKey, Manager } from "./server_process.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * await using manager = await Manager.start();
+ * const d = await manager.dict<DictKey, string>();
+ * const keys: DictKey[] = ["1", 1, 1n, true];
+ * for (const k of keys) await d.set(k, typeof k);
+ * assert.equal(await d.get(1), "number");
+ * assert.equal(await d.get("1"), "string");
+ * assert.equal(await d.get(true), "boolean");
+ * ```
+ */
 export type DictKey = string | number | bigint | boolean;
 
 /**
@@ -1787,7 +1803,26 @@ export class ObjectProxy extends BaseProxy {
   }
 }
 
-/** A registered type's public methods, each returning a promise. */
+/**
+ * A registered type's public methods, each returning a promise.
+ *
+ * @example Usage
+ * ```ts
+ * import { Manager, type Remote } from "./server_process.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * // A class the server worker can import (here: a module in a data: URL).
+ * const source = "export class Counter { n = 0; add(k) { return this.n += k; } }";
+ * await using manager = await Manager.start({
+ *   register: {
+ *     Counter: { module: `data:text/javascript,${encodeURIComponent(source)}`, export: "Counter" },
+ *   },
+ * });
+ * const counter: Remote<{ add(k: number): number }> = await manager.create("Counter");
+ * assert.equal(await counter.add(2), 2);
+ * assert.equal(await counter.add(3), 5);
+ * ```
+ */
 export type Remote<T> =
   & {
     [K in keyof T as T[K] extends (...args: never[]) => unknown ? K : never]:
@@ -1841,7 +1876,26 @@ function makeProxy(client: ManagerClient, ref: RefTag): BaseProxy {
 
 // -- Manager -----------------------------------------------------------------
 
-/** Options of {@linkcode Manager.start}. */
+/**
+ * Options of {@linkcode Manager.start}.
+ *
+ * @example Usage
+ * ```ts
+ * import { Manager, type ManagerStartOptions } from "./server_process.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * const source = "export class Greeter { hello(name) { return `hello ${name}`; } }";
+ * const options: ManagerStartOptions = {
+ *   name: "greeting-server",
+ *   register: {
+ *     Greeter: { module: `data:text/javascript,${encodeURIComponent(source)}`, export: "Greeter" },
+ *   },
+ * };
+ * await using manager = await Manager.start(options);
+ * const greeter = await manager.create<{ hello(name: string): string }>("Greeter");
+ * assert.equal(await greeter.hello("Deno"), "hello Deno");
+ * ```
+ */
 export interface ManagerStartOptions {
   /**
    * User types the server hosts: type id → `{ module, export }` (a class
@@ -1852,7 +1906,25 @@ export interface ManagerStartOptions {
   name?: string;
 }
 
-/** Options of {@linkcode Manager.connect}. */
+/**
+ * Options of {@linkcode Manager.connect}.
+ *
+ * @example Usage
+ * ```ts
+ * import { Manager, type ManagerConnectOptions, serve } from "./server_process.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * await using server = await serve({ port: 0, authkey: "secret" });
+ * const options: ManagerConnectOptions = {
+ *   hostname: "127.0.0.1",
+ *   port: server.addr.port,
+ *   authkey: "secret",
+ *   timeout: 5000,
+ * };
+ * await using manager = await Manager.connect(options);
+ * assert.deepEqual(manager.address, { hostname: "127.0.0.1", port: server.addr.port });
+ * ```
+ */
 export interface ManagerConnectOptions {
   /** The server's host (default `"127.0.0.1"`). */
   hostname?: string;
@@ -1864,7 +1936,25 @@ export interface ManagerConnectOptions {
   timeout?: number;
 }
 
-/** Options of {@linkcode Manager.barrier}. */
+/**
+ * Options of {@linkcode Manager.barrier}.
+ *
+ * @example Usage
+ * ```ts
+ * import {
+ *   BrokenBarrierError,
+ *   Manager,
+ *   type ManagerBarrierOptions,
+ * } from "./server_process.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * await using manager = await Manager.start();
+ * const options: ManagerBarrierOptions = { timeout: 10 };
+ * const barrier = await manager.barrier(2, options);
+ * // Only one of the two parties arrives: its wait times out and breaks the barrier.
+ * await assert.rejects(barrier.wait(), BrokenBarrierError);
+ * ```
+ */
 export interface ManagerBarrierOptions {
   /** The default timeout of each `wait`, in ms. */
   timeout?: number;
@@ -2222,7 +2312,26 @@ export class Manager implements AsyncDisposable {
 
 // -- serve --------------------------------------------------------------------
 
-/** Options of {@linkcode serve}. */
+/**
+ * Options of {@linkcode serve}.
+ *
+ * @example Usage
+ * ```ts
+ * import { Manager, serve, type ServeOptions } from "./server_process.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * const options: ServeOptions = {
+ *   hostname: "127.0.0.1",
+ *   port: 0,
+ *   authkey: new TextEncoder().encode("secret"),
+ *   maxFrameBytes: 1 << 20,
+ * };
+ * await using server = await serve(options);
+ * await using manager = await Manager.connect({ port: server.addr.port, authkey: "secret" });
+ * const l = await manager.list([1, 2]);
+ * assert.deepEqual(await l.toArray(), [1, 2]);
+ * ```
+ */
 export interface ServeOptions {
   /** The interface to bind (default `"127.0.0.1"`: loopback only). */
   hostname?: string;

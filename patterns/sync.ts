@@ -1826,7 +1826,25 @@ const B_OUTCOME = 4;
 const B_PARTIES = 5;
 const B_LOCK_WAITERS = 6;
 
-/** Options of {@linkcode Barrier}. */
+/**
+ * Options of {@linkcode Barrier}.
+ *
+ * @example Usage
+ * ```ts
+ * import { Barrier, type BarrierOptions } from "@dmp/multiprocessing/sync";
+ * import { strict as assert } from "node:assert";
+ *
+ * const passes = new Int32Array(new SharedArrayBuffer(4));
+ * const options: BarrierOptions = {
+ *   action: (counter: Int32Array) => Atomics.add(counter, 0, 1),
+ *   actionArgs: [passes],
+ *   timeout: 1000,
+ * };
+ * const barrier = new Barrier(2, options);
+ * await Promise.all([barrier.wait(), barrier.wait()]);
+ * assert.equal(Atomics.load(passes, 0), 1);
+ * ```
+ */
 export interface BarrierOptions {
   /**
    * Runs once per pass, in the thread of the party that arrives last,

@@ -77,6 +77,8 @@ import {
 import { Lock, RLock } from "./sync.ts";
 
 export { kShare } from "./_util.ts";
+export type { ShareContext, SharedHandle, WaitOptions } from "./_util.ts";
+export type { Lock, RLock } from "./sync.ts";
 export { checkElement, typecodeInfo, TYPECODES } from "./_util.ts";
 export type {
   AnyTypedArray,
@@ -138,6 +140,16 @@ export function lockOption(lock: unknown, what: string): Lock | RLock | null {
 
 /**
  * The error `getLock()` throws when there is no lock.
+ *
+ * @example Usage
+ * ```ts
+ * import { noLockError } from "@dmp/multiprocessing/value";
+ * import { strict as assert } from "node:assert";
+ *
+ * const e = noLockError("Value");
+ * assert.ok(e instanceof TypeError);
+ * assert.match(e.message, /lock: false/);
+ * ```
  *
  * @param what The class.
  * @returns The error.
@@ -422,7 +434,28 @@ export class RawValue<C extends Typecode = Typecode> {
   }
 }
 
-/** Options of {@linkcode Value}. */
+/**
+ * Options of {@linkcode Value}.
+ *
+ * @example Usage
+ * ```ts
+ * import { Value, type ValueOptions } from "@dmp/multiprocessing/value";
+ * import { Lock } from "@dmp/multiprocessing/sync";
+ * import { strict as assert } from "node:assert";
+ *
+ * // One lock guards both values.
+ * const options: ValueOptions = { lock: new Lock() };
+ * const a = new Value("i", 0, options);
+ * const b = new Value("i", 0, options);
+ * assert.equal(a.getLock(), b.getLock());
+ * {
+ *   using _ = await a.getLock().hold();
+ *   a.value += 1;
+ *   b.value -= 1;
+ * }
+ * assert.equal(a.value + b.value, 0);
+ * ```
+ */
 export interface ValueOptions {
   /**
    * `true` (the default) makes a new `RLock`; a `Lock` or `RLock` is used
