@@ -26,6 +26,8 @@ import {
   stopRequested,
 } from "./_util.ts";
 
+export type { ErrorInfo } from "./_util.ts";
+
 /** How a task is defined: `[fnId, "src" | "export", text]`. */
 export type TaskDef = [number, "src" | "export", string];
 

@@ -45,6 +45,7 @@ import {
   timingSafeEqual,
 } from "./_manager_codec.ts";
 import { Link, type LinkMemory, SpinPolicy } from "./_manager_ring.ts";
+export type { LinkMemory } from "./_manager_ring.ts";
 
 // -- References ------------------------------------------------------------
 
