@@ -1244,27 +1244,33 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
   #pump(): void {
     if (this.#state === "terminated") return;
     let any = false;
-    for (const slot of this.#slots) {
-      if (slot.retiring || slot.dead) continue;
-      const cap = this.#cap(slot);
-      const room = Math.min(
-        cap - pending(slot),
-        Math.ceil(cap / 2),
-        this.#maxTasks - slot.jobs,
-      );
-      if (room <= 0) continue;
-      const jobs: Job[] = [];
-      while (jobs.length < room) {
-        const job = this.#nextJob();
-        if (!job) break;
-        jobs.push(job);
+    // Round robin, one batch of at most half a worker's window per worker
+    // and round, until no worker has room or no work is left: a worker
+    // always has its next job queued, and a few heavy jobs spread out.
+    for (let sent = true; sent;) {
+      sent = false;
+      for (const slot of this.#slots) {
+        if (slot.retiring || slot.dead) continue;
+        const cap = this.#cap(slot);
+        const room = Math.min(
+          cap - pending(slot),
+          Math.ceil(cap / 2),
+          this.#maxTasks - slot.jobs,
+        );
+        if (room <= 0) continue;
+        const jobs: Job[] = [];
+        while (jobs.length < room) {
+          const job = this.#nextJob();
+          if (!job) break;
+          jobs.push(job);
+        }
+        if (jobs.length === 0) break;
+        slot.jobs += jobs.length;
+        if (slot.jobs >= this.#maxTasks) slot.retiring = true;
+        for (const j of jobs) slot.inflight.push(j);
+        this.#send(slot, jobs);
+        sent = any = true;
       }
-      if (jobs.length === 0) break;
-      slot.jobs += jobs.length;
-      if (slot.jobs >= this.#maxTasks) slot.retiring = true;
-      for (const j of jobs) slot.inflight.push(j);
-      this.#send(slot, jobs);
-      any = true;
     }
     if (any) this.#startWatchdog();
   }
