@@ -3,8 +3,9 @@
 Prints one JSON object on its last line:
   imap_cs1_per_s     imap_unordered of x**3 over 100 000 items, chunksize 1
   imap_cs1000_per_s  the same with chunksize 1000
-  heavy_serial_ms    64 tasks summing i**3 over range(200 000), serially (median of 3)
-  heavy_pool_ms      the same through Pool(2).map (median of 3)
+  heavy_serial_ms    64 tasks summing i**3 over range(200 000), serially
+  heavy_pool_ms      the same through Pool(2).map, alternating with the
+                     serial run: the pair with the median speedup of 5
   start_ms           Pool(2) creation to the first apply result (median of 5)
 """
 import json
@@ -27,16 +28,6 @@ def noop(x):
     return x
 
 
-def median_ms(fn, repeat=3):
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    times.sort()
-    return times[len(times) // 2]
-
-
 def rate(pool, chunksize, n=100_000):
     t0 = time.perf_counter()
     count = 0
@@ -52,9 +43,18 @@ def main():
         pool.apply(noop, (0,))
         out["imap_cs1_per_s"] = rate(pool, 1)
         out["imap_cs1000_per_s"] = rate(pool, 1000)
-        out["heavy_pool_ms"] = median_ms(
-            lambda: pool.map(heavy, range(64), chunksize=1))
-    out["heavy_serial_ms"] = median_ms(lambda: [heavy(x) for x in range(64)])
+        pool.map(heavy, range(64), chunksize=1)
+        pairs = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            [heavy(x) for x in range(64)]
+            serial = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            pool.map(heavy, range(64), chunksize=1)
+            pairs.append((serial, time.perf_counter() - t0))
+        pairs.sort(key=lambda p: p[0] / p[1])
+        out["heavy_serial_ms"] = pairs[2][0] * 1000
+        out["heavy_pool_ms"] = pairs[2][1] * 1000
     starts = []
     for _ in range(5):
         t0 = time.perf_counter()
