@@ -234,10 +234,14 @@ mpTest("Pool.map() honours an explicit chunksize", async () => {
 
 mpTest("Pool spreads a few long tasks over all workers", async () => {
   await using pool = new Pool({ workers: 2 });
-  const names = await pool.map(async () => {
-    await new Promise((r) => setTimeout(r, 50));
-    return self.name;
-  }, [1, 2], { chunksize: 1 });
+  const names = await pool.map(
+    async () => {
+      await new Promise((r) => setTimeout(r, 50));
+      return self.name;
+    },
+    [1, 2],
+    { chunksize: 1 },
+  );
   assert.equal(new Set(names).size, 2, `both ran on ${names[0]}`);
 });
 
