@@ -612,6 +612,8 @@ interface Slot {
   avgJobMs: number;
   retiring: boolean;
   dead: boolean;
+  /** Whether the worker finished its setup (module, initializer). */
+  ready: boolean;
 }
 
 function pending(slot: Slot): number {
@@ -1072,6 +1074,7 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
   #workerCounter = 0;
   #state: "running" | "closed" | "terminated" = "running";
   #broken: Error | undefined;
+  #startFailures = 0;
   #watchdog: ReturnType<typeof setInterval> | undefined;
   #idle: Array<() => void> = [];
   readonly #host: CallHost = {
@@ -1165,6 +1168,7 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
       avgJobMs: -1,
       retiring: false,
       dead: false,
+      ready: false,
     };
     Atomics.store(slot.state, 0, -1);
     slot.worker = spawnWorker(WORKER_URL, {
@@ -1392,21 +1396,15 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
         this.#pump();
         this.#checkIdle();
         break;
-      case "setup-error": {
-        const e = new RemoteError(msg.error, { worker: slot.worker.name });
-        this.#broken = e;
-        for (const call of [...this.#calls]) call.fail(e);
-        for (const s of this.#slots) {
-          for (let i = s.head; i < s.inflight.length; i++) {
-            s.inflight[i]!.call.fail(e);
-          }
-          s.inflight = [];
-          s.head = 0;
-        }
-        this.#checkIdle();
+      case "setup-error":
+        this.#breakPool(
+          new RemoteError(msg.error, { worker: slot.worker.name }),
+        );
         break;
-      }
       case "ready":
+        slot.ready = true;
+        this.#startFailures = 0;
+        break;
       case "exit":
         break;
     }
@@ -1477,9 +1475,35 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
     });
   }
 
+  /** Fails every pending and future call with `error`. */
+  #breakPool(error: Error): void {
+    this.#broken = error;
+    for (const call of [...this.#calls]) call.fail(error);
+    for (const s of this.#slots) {
+      for (let i = s.head; i < s.inflight.length; i++) {
+        s.inflight[i]!.call.fail(error);
+      }
+      s.inflight = [];
+      s.head = 0;
+    }
+    for (const job of this.#retry.splice(0)) job.call.fail(error);
+    this.#checkIdle();
+  }
+
   #onDeath(slot: Slot, death: WorkerDeath): void {
     slot.dead = true;
     if (this.#state === "terminated") return;
+    if (!slot.ready && death.kind === "error" && ++this.#startFailures >= 3) {
+      // Workers die before they are set up (their module cannot load, e.g.
+      // no read permission): replacing them again would never end.
+      this.#breakPool(
+        new WorkerCrashedError(
+          `Cannot start the pool's workers: ${death.reason}`,
+        ),
+      );
+      this.#replace(slot, death);
+      return;
+    }
     const running = Atomics.load(slot.state, 0);
     const item = slot.state[1]!;
     const jobs = slot.inflight.slice(slot.head);
@@ -1514,7 +1538,7 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
     if (i < 0) return;
     this.#slots.splice(i, 1);
     if (!slot.worker.death) slot.worker.terminate(death);
-    if (this.#state === "terminated") return;
+    if (this.#state === "terminated" || this.#startFailures >= 3) return;
     if (
       this.#state === "closed" && this.#inflightCount() === 0 &&
       this.#calls.length === 0 && this.#retry.length === 0
@@ -1531,7 +1555,10 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
   }
 
   #startWatchdog(): void {
-    if (this.#watchdog !== undefined) return;
+    // Only timeouts need a timer: a worker that exits or crashes says so
+    // itself (its runtime posts the exit before closing; crashes fire
+    // `error`).
+    if (this.#watchdog !== undefined || this.#taskTimeout === Infinity) return;
     const period = Math.max(
       5,
       Math.min(50, this.#taskTimeout / 4),
@@ -1547,10 +1574,9 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
     }
     const now = performance.timeOrigin + performance.now();
     for (const slot of [...this.#slots]) {
-      // Reading `death` notices a worker that marked itself dead (it called
-      // self.close() or Deno.exit()) and reports it through onDeath.
+      // Reading `death` also notices a worker that marked itself dead in
+      // the thread table before its last message arrived.
       if (slot.dead || slot.worker.death) continue;
-      if (this.#taskTimeout === Infinity) continue;
       if (Atomics.load(slot.state, 0) < 0) continue;
       const ran = now - slot.started[0]!;
       if (ran > this.#taskTimeout) {

@@ -594,6 +594,27 @@ mpTest(
   },
 );
 
+mpTest(
+  "workers that cannot start fail the calls instead of respawning forever",
+  async () => {
+    // Without read permission the worker module cannot load: every worker
+    // dies before its setup.
+    const pool = new Pool({ workers: 2 });
+    try {
+      await assert.rejects(
+        pool.map((x: number) => x, [1, 2, 3]),
+        (e) =>
+          e instanceof WorkerCrashedError &&
+          /Cannot start the pool's workers/.test(e.message),
+      );
+      await assert.rejects(pool.apply(() => 1), WorkerCrashedError);
+    } finally {
+      pool.terminate();
+    }
+  },
+  { permissions: { read: false } },
+);
+
 mpTest("values that cannot be sent give TypeError", async () => {
   await using pool = new Pool({ workers: 1 });
   await assert.rejects(
