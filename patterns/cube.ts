@@ -51,6 +51,7 @@
 
 import {
   ClosedError,
+  decodeShared,
   describeValue,
   encodeShared,
   type ErrorInfo,
@@ -70,7 +71,6 @@ import {
   WorkerCrashedError,
   type WorkerDeath,
 } from "./_util.ts";
-import { decodeShared } from "./_util.ts";
 import type {
   DoneMsg,
   FromWorker,
