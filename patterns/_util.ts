@@ -624,9 +624,13 @@ export function withDeadline<T>(
 const RUNTIME = Symbol.for("deno-multiprocessing.runtime.v1");
 /** How many threads can be alive at once (slots in the thread table). */
 const TABLE_SLOTS = 4096;
-/** Slot layout: [0] id counter; ids at [1 + slot], stop flags after them. */
+/**
+ * Table layout: [0] the id counter; [1 + id % TABLE_SLOTS] the id of the
+ * live thread in that slot, or 0. A thread is alive while its slot holds its
+ * id: marking it dead clears the slot, which a new thread may then claim, so
+ * one word says both "alive" and "told to stop" with no race between them.
+ */
 const IDS_OFFSET = 1;
-const STOP_OFFSET = 1 + TABLE_SLOTS;
 
 interface Runtime {
   table: Int32Array;
@@ -655,10 +659,7 @@ function allocateThreadId(table: Int32Array): number {
     const slot = IDS_OFFSET + (id % TABLE_SLOTS);
     const occupant = Atomics.load(table, slot);
     if (occupant !== 0) continue;
-    if (Atomics.compareExchange(table, slot, 0, id) === 0) {
-      Atomics.store(table, STOP_OFFSET + (id % TABLE_SLOTS), 0);
-      return id;
-    }
+    if (Atomics.compareExchange(table, slot, 0, id) === 0) return id;
   }
   throw new RangeError(
     `Cannot start a worker: more than ${TABLE_SLOTS} threads are alive`,
@@ -670,7 +671,7 @@ function runtime(): Runtime {
   let rt = g[RUNTIME];
   if (!rt) {
     const table = new Int32Array(
-      new SharedArrayBuffer(4 * (1 + 2 * TABLE_SLOTS)),
+      new SharedArrayBuffer(4 * (1 + TABLE_SLOTS)),
     );
     rt = {
       table,
@@ -747,16 +748,12 @@ export function currentThreadName(): string {
 export function isThreadAlive(id: number): boolean {
   if (id <= 0) return false;
   const t = runtime().table;
-  const slot = id % TABLE_SLOTS;
-  return Atomics.load(t, IDS_OFFSET + slot) === id &&
-    Atomics.load(t, STOP_OFFSET + slot) === 0;
+  return Atomics.load(t, IDS_OFFSET + (id % TABLE_SLOTS)) === id;
 }
 
 function markThreadDead(id: number): void {
   const t = runtime().table;
-  const slot = id % TABLE_SLOTS;
-  Atomics.store(t, STOP_OFFSET + slot, 1);
-  Atomics.compareExchange(t, IDS_OFFSET + slot, id, 0);
+  Atomics.compareExchange(t, IDS_OFFSET + (id % TABLE_SLOTS), id, 0);
 }
 
 /**
@@ -776,8 +773,8 @@ function markThreadDead(id: number): void {
  */
 export function stopRequested(): boolean {
   const rt = runtime();
-  return Atomics.load(rt.table, STOP_OFFSET + (rt.threadId % TABLE_SLOTS)) !==
-    0;
+  return Atomics.load(rt.table, IDS_OFFSET + (rt.threadId % TABLE_SLOTS)) !==
+    rt.threadId;
 }
 
 /**
