@@ -382,7 +382,6 @@ export class Process<M = Record<string, never>> {
    * @returns `true` while it runs.
    */
   isAlive(): boolean {
-    if (this.#worker?.death) this.#finish(this.#worker.death);
     return this.#started && this.#exitCode === null;
   }
 
