@@ -172,6 +172,24 @@ function optionsOf(options: unknown, what: string): WaitOptions {
   return options as WaitOptions;
 }
 
+/**
+ * The guard `hold()`/`holdSync()` return once acquired, or the timeout error
+ * when the acquire timed out.
+ */
+function guardOrTimeout(
+  acquired: boolean,
+  guard: Disposable,
+  what: string,
+  options: WaitOptions | undefined,
+): Disposable {
+  if (!acquired) {
+    throw timeoutError(
+      `Cannot hold the ${what}: timed out after ${options?.timeout} ms`,
+    );
+  }
+  return guard;
+}
+
 // -- The owner word of Lock and RLock ------------------------------------
 
 /** `[0]` the holder's thread id (0: free), `[1]` sleepers, `[2]` RLock depth. */
@@ -418,12 +436,8 @@ export class Lock {
    *   (and must release it: no guard was returned).
    */
   async hold(options?: WaitOptions): Promise<Disposable> {
-    if (!(await this.acquire(options))) {
-      throw timeoutError(
-        `Cannot hold the lock: timed out after ${options?.timeout} ms`,
-      );
-    }
-    return this.#guard;
+    const acquired = await this.acquire(options);
+    return guardOrTimeout(acquired, this.#guard, "lock", options);
   }
 
   /**
@@ -448,12 +462,8 @@ export class Lock {
    * @throws {AbandonedError} If its holder died; the caller now holds it.
    */
   holdSync(options?: WaitOptions): Disposable {
-    if (!this.acquireSync(options)) {
-      throw timeoutError(
-        `Cannot hold the lock: timed out after ${options?.timeout} ms`,
-      );
-    }
-    return this.#guard;
+    const acquired = this.acquireSync(options);
+    return guardOrTimeout(acquired, this.#guard, "lock", options);
   }
 
   /**
@@ -676,12 +686,8 @@ export class RLock {
    * @throws {AbandonedError} If its holder died; the caller now holds it.
    */
   async hold(options?: WaitOptions): Promise<Disposable> {
-    if (!(await this.acquire(options))) {
-      throw timeoutError(
-        `Cannot hold the rlock: timed out after ${options?.timeout} ms`,
-      );
-    }
-    return this.#guard;
+    const acquired = await this.acquire(options);
+    return guardOrTimeout(acquired, this.#guard, "rlock", options);
   }
 
   /**
@@ -706,12 +712,8 @@ export class RLock {
    * @throws {AbandonedError} If its holder died; the caller now holds it.
    */
   holdSync(options?: WaitOptions): Disposable {
-    if (!this.acquireSync(options)) {
-      throw timeoutError(
-        `Cannot hold the rlock: timed out after ${options?.timeout} ms`,
-      );
-    }
-    return this.#guard;
+    const acquired = this.acquireSync(options);
+    return guardOrTimeout(acquired, this.#guard, "rlock", options);
   }
 
   /**
@@ -1060,12 +1062,8 @@ export class Semaphore {
    * @throws {AbandonedError} If the permit was left by a dead holder.
    */
   async hold(options?: WaitOptions): Promise<Disposable> {
-    if (!(await this.acquire(options))) {
-      throw timeoutError(
-        `Cannot hold the semaphore: timed out after ${options?.timeout} ms`,
-      );
-    }
-    return this.#guard;
+    const acquired = await this.acquire(options);
+    return guardOrTimeout(acquired, this.#guard, "semaphore", options);
   }
 
   /**
@@ -1090,12 +1088,8 @@ export class Semaphore {
    * @throws {AbandonedError} If the permit was left by a dead holder.
    */
   holdSync(options?: WaitOptions): Disposable {
-    if (!this.acquireSync(options)) {
-      throw timeoutError(
-        `Cannot hold the semaphore: timed out after ${options?.timeout} ms`,
-      );
-    }
-    return this.#guard;
+    const acquired = this.acquireSync(options);
+    return guardOrTimeout(acquired, this.#guard, "semaphore", options);
   }
 
   /**
