@@ -613,6 +613,8 @@ interface Slot {
   dead: boolean;
   /** Whether the worker finished its setup (module, initializer). */
   ready: boolean;
+  /** Whether the watchdog stopped it for running past `taskTimeout`. */
+  timedOut: boolean;
 }
 
 function pending(slot: Slot): number {
@@ -1068,7 +1070,9 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
   readonly #slots: Slot[] = [];
   readonly #calls: Call[] = [];
   readonly #retry: Job[] = [];
-  readonly #fnIds = new Map<string, TaskDef>();
+  /** Task ids by `kind:text`; a task's id indexes `#defs`. */
+  readonly #fnIds = new Map<string, number>();
+  readonly #defs: TaskDef[] = [];
   #seq = 0;
   #workerCounter = 0;
   #state: "running" | "closed" | "terminated" = "running";
@@ -1168,6 +1172,7 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
       retiring: false,
       dead: false,
       ready: false,
+      timedOut: false,
     };
     Atomics.store(slot.state, 0, -1);
     slot.worker = spawnWorker(WORKER_URL, {
@@ -1203,17 +1208,13 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
         } names an export, but the pool has no module`,
       );
     }
-    const def = taskDef(task, this.#fnIds.size + 1, what);
+    const def = taskDef(task, this.#defs.length, what);
     const key = `${def[1]}:${def[2]}`;
     const known = this.#fnIds.get(key);
-    if (known) return known[0];
-    this.#fnIds.set(key, def);
+    if (known !== undefined) return known;
+    this.#fnIds.set(key, def[0]);
+    this.#defs.push(def);
     return def[0];
-  }
-
-  #defOf(fnId: number): TaskDef {
-    for (const def of this.#fnIds.values()) if (def[0] === fnId) return def;
-    throw new Error(`unknown task id ${fnId}`);
   }
 
   #submit(call: Call): void {
@@ -1332,7 +1333,7 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
     for (const j of jobs) {
       if (!slot.defined.has(j.fnId)) {
         slot.defined.add(j.fnId);
-        msg.defs.push(this.#defOf(j.fnId));
+        msg.defs.push(this.#defs[j.fnId]!);
       }
       if (j.handles) msg.handles = true;
       for (const t of j.transfer) transfer.push(t);
@@ -1420,7 +1421,7 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
     const errors = msg.errors.length > 0
       ? new Map(msg.errors.map((e) => [e[0], e]))
       : undefined;
-    let values = msg.values;
+    const values = msg.values;
     let decoded: Promise<unknown[]> | undefined;
     if (msg.handles) decoded = decodeShared(values) as Promise<unknown[]>;
     let at = 0;
@@ -1455,7 +1456,6 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
       }
       at += n;
     }
-    values = [];
     if (slot.head > 1024 && slot.head * 2 > slot.inflight.length) {
       slot.inflight = slot.inflight.slice(slot.head);
       slot.head = 0;
@@ -1513,14 +1513,13 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
         const index = job.call instanceof ApplyCall ? {} : {
           index: job.start + item,
         };
-        const e =
-          death.kind === "terminated" && death.reason.includes("timed out")
-            ? Object.assign(timeoutError(death.reason), index)
-            : new WorkerCrashedError(
-              `${death.reason} while running a task${
-                "index" in index ? ` (item ${index.index})` : ""
-              }`,
-            );
+        const e = slot.timedOut
+          ? Object.assign(timeoutError(death.reason), index)
+          : new WorkerCrashedError(
+            `${death.reason} while running a task${
+              "index" in index ? ` (item ${index.index})` : ""
+            }`,
+          );
         job.call.fail(e);
       } else {
         // Never started, or finished with its result lost: run it again.
@@ -1579,6 +1578,7 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
       if (Atomics.load(slot.state, 0) < 0) continue;
       const ran = now - slot.started[0]!;
       if (ran > this.#taskTimeout) {
+        slot.timedOut = true;
         slot.worker.terminate({
           kind: "terminated",
           code: -15,
