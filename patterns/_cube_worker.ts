@@ -394,8 +394,9 @@ async function runProcess(
       // Told to stop (terminated): the unwinding is not the target's error.
       if (stopRequested()) return;
       const info = explainTaskError(e, task.fromSource);
-      const stack = info.stack.startsWith(`${info.name}: ${info.message}`) ||
-          info.message === errorInfo(e).message
+      // The stack shows the original message: put the explanation first
+      // when there is one.
+      const stack = info.message === errorInfo(e).message
         ? info.stack
         : `${info.name}: ${info.message}\n${info.stack}`;
       console.error(`Process ${currentThreadName()}:\n${stack}`);
