@@ -22,11 +22,14 @@ import {
   AbandonedError,
   AuthenticationError,
   BrokenBarrierError,
+  checkElement,
   ClosedError,
   describeValue,
   EmptyError,
   FullError,
   isThreadAlive,
+  type TypecodeInfo,
+  typecodeInfo,
 } from "./_util.ts";
 import {
   authkeyBytes,
@@ -1023,188 +1026,45 @@ class QueueObj implements Managed {
 
 // -- Typecodes ------------------------------------------------------------
 
-interface Typecode {
-  code: string;
-  ctor:
-    | Int8ArrayConstructor
-    | Uint8ArrayConstructor
-    | Int16ArrayConstructor
-    | Uint16ArrayConstructor
-    | Int32ArrayConstructor
-    | Uint32ArrayConstructor
-    | BigInt64ArrayConstructor
-    | BigUint64ArrayConstructor
-    | Float32ArrayConstructor
-    | Float64ArrayConstructor;
-  min?: number | bigint;
-  max?: number | bigint;
-  big: boolean;
-  float: boolean;
-}
-
-const TYPECODES: Record<string, Typecode> = {
-  b: {
-    code: "b",
-    ctor: Int8Array,
-    min: -128,
-    max: 127,
-    big: false,
-    float: false,
-  },
-  B: {
-    code: "B",
-    ctor: Uint8Array,
-    min: 0,
-    max: 255,
-    big: false,
-    float: false,
-  },
-  h: {
-    code: "h",
-    ctor: Int16Array,
-    min: -32768,
-    max: 32767,
-    big: false,
-    float: false,
-  },
-  H: {
-    code: "H",
-    ctor: Uint16Array,
-    min: 0,
-    max: 65535,
-    big: false,
-    float: false,
-  },
-  i: {
-    code: "i",
-    ctor: Int32Array,
-    min: -(2 ** 31),
-    max: 2 ** 31 - 1,
-    big: false,
-    float: false,
-  },
-  I: {
-    code: "I",
-    ctor: Uint32Array,
-    min: 0,
-    max: 2 ** 32 - 1,
-    big: false,
-    float: false,
-  },
-  l: {
-    code: "l",
-    ctor: BigInt64Array,
-    min: -(2n ** 63n),
-    max: 2n ** 63n - 1n,
-    big: true,
-    float: false,
-  },
-  L: {
-    code: "L",
-    ctor: BigUint64Array,
-    min: 0n,
-    max: 2n ** 64n - 1n,
-    big: true,
-    float: false,
-  },
-  q: {
-    code: "q",
-    ctor: BigInt64Array,
-    min: -(2n ** 63n),
-    max: 2n ** 63n - 1n,
-    big: true,
-    float: false,
-  },
-  Q: {
-    code: "Q",
-    ctor: BigUint64Array,
-    min: 0n,
-    max: 2n ** 64n - 1n,
-    big: true,
-    float: false,
-  },
-  f: { code: "f", ctor: Float32Array, big: false, float: true },
-  d: { code: "d", ctor: Float64Array, big: false, float: true },
-};
-const ALIASES: Record<string, string> = {
-  int8: "b",
-  uint8: "B",
-  int16: "h",
-  uint16: "H",
-  int32: "i",
-  uint32: "I",
-  int64: "q",
-  uint64: "Q",
-  float32: "f",
-  float64: "d",
-};
-
-function typecode(tc: unknown, what: string): Typecode {
-  const key = typeof tc === "string"
-    ? (Object.hasOwn(ALIASES, tc) ? ALIASES[tc]! : tc)
-    : "";
-  if (!Object.hasOwn(TYPECODES, key)) {
-    throw new TypeError(
-      `Cannot ${what}: unknown typecode ${
-        describeValue(tc)
-      }, expected one of b B h H i I l L q Q f d (or int8 … float64)`,
-    );
-  }
-  return TYPECODES[key]!;
-}
-
-function checkItem(t: Typecode, v: unknown, what: string): number | bigint {
-  if (t.big) {
-    if (typeof v !== "bigint" || v < t.min! || v > t.max!) {
-      throw new TypeError(
-        `Cannot ${what}: typecode ${t.code} holds a bigint in ${t.min}..${t.max}, received ${
-          describeValue(v)
-        }`,
-      );
-    }
-    return v;
-  }
-  if (typeof v !== "number") {
-    throw new TypeError(
-      `Cannot ${what}: typecode ${t.code} holds a number, received ${
-        describeValue(v)
-      }`,
-    );
-  }
-  if (!t.float && (!Number.isInteger(v) || v < t.min! || v > t.max!)) {
-    throw new TypeError(
-      `Cannot ${what}: typecode ${t.code} holds an integer in ${t.min}..${t.max}, received ${
-        describeValue(v)
-      }`,
-    );
-  }
-  return v;
+/** A typed array of `length` zeroes for a typecode. */
+function cells(
+  t: TypecodeInfo,
+  length: number,
+): Int8Array | BigInt64Array | Float64Array {
+  return new t.ctor(new ArrayBuffer(length * t.bytes)) as
+    | Int8Array
+    | BigInt64Array
+    | Float64Array;
 }
 
 class ValueObj implements Managed {
   readonly type = "value";
   readonly cell: Int8Array | BigInt64Array | Float64Array;
-  constructor(readonly tc: Typecode, initial: unknown) {
-    this.cell = new tc.ctor(1) as typeof this.cell;
-    this.cell[0] = checkItem(
+  constructor(readonly tc: TypecodeInfo, initial: unknown) {
+    this.cell = cells(tc, 1);
+    this.cell[0] = checkElement(
       tc,
-      initial ?? (tc.big ? 0n : 0),
-      "value",
+      initial ?? (tc.kind === "big" ? 0n : 0),
+      "make a value",
     ) as never;
   }
   readonly methods = methods({
     get: () => this.cell[0],
     set: (_, a) => {
-      this.cell[0] = checkItem(this.tc, a[0], "set") as never;
+      this.cell[0] = checkElement(this.tc, a[0], "set") as never;
     },
     add: (_, a) => {
-      const d = checkItem(
-        { ...this.tc, min: undefined, max: undefined, float: true },
-        a[0],
-        "add",
-      );
+      const d = a[0];
+      const big = this.tc.kind === "big";
+      if (big ? typeof d !== "bigint" : typeof d !== "number") {
+        throw new TypeError(
+          `Cannot add: typecode ${this.tc.code} adds a ${
+            big ? "bigint" : "number"
+          }, received ${describeValue(d)}`,
+        );
+      }
       const next = (this.cell[0] as number) + (d as number);
-      this.cell[0] = checkItem(this.tc, next, "add") as never;
+      this.cell[0] = checkElement(this.tc, next, "add") as never;
       return this.cell[0];
     },
   });
@@ -1213,17 +1073,19 @@ class ValueObj implements Managed {
 class ArrayObj implements Managed {
   readonly type = "array";
   readonly data: Int8Array | BigInt64Array | Float64Array;
-  constructor(readonly tc: Typecode, init: unknown) {
+  constructor(readonly tc: TypecodeInfo, init: unknown) {
     if (typeof init === "number") {
       if (!Number.isSafeInteger(init) || init < 0) {
         throw new RangeError(
           `Cannot make an array: the size must be a non-negative integer, received ${init}`,
         );
       }
-      this.data = new tc.ctor(init) as typeof this.data;
+      this.data = cells(tc, init);
     } else if (Array.isArray(init)) {
-      this.data = new tc.ctor(init.length) as typeof this.data;
-      init.forEach((v, i) => this.data[i] = checkItem(tc, v, "array") as never);
+      this.data = cells(tc, init.length);
+      init.forEach((v, i) =>
+        this.data[i] = checkElement(tc, v, "make an array") as never
+      );
     } else {
       throw new TypeError(
         `Cannot make an array: expected a size or an array of initial values, received ${
@@ -1236,7 +1098,7 @@ class ArrayObj implements Managed {
     get: (_, a) => this.data[index(a[0], this.data.length, "get")],
     set: (_, a) => {
       const i = index(a[0], this.data.length, "set");
-      this.data[i] = checkItem(this.tc, a[1], "set") as never;
+      this.data[i] = checkElement(this.tc, a[1], "set") as never;
     },
     length: () => this.data.length,
     toArray: () => Array.from(this.data as ArrayLike<number | bigint>),
@@ -1588,10 +1450,10 @@ export class ServerCore {
         break;
       }
       case "value":
-        obj = new ValueObj(typecode(a[0], "make a value"), a[1]);
+        obj = new ValueObj(typecodeInfo(a[0], "make a value"), a[1]);
         break;
       case "array":
-        obj = new ArrayObj(typecode(a[0], "make an array"), a[1]);
+        obj = new ArrayObj(typecodeInfo(a[0], "make an array"), a[1]);
         break;
       default:
         throw new TypeError(
