@@ -53,14 +53,12 @@
 import { deserialize, serialize } from "node:v8";
 import {
   currentThreadId,
-  currentThreadName,
   describeValue,
   isThreadAlive,
-  stopRequested,
+  throwIfStopRequested,
   waitAsync,
   type WaitOptions,
   waitSync,
-  WorkerCrashedError,
 } from "./_util.ts";
 
 // -- Control words (Int32 indices) ---------------------------------------
@@ -878,18 +876,6 @@ export function checkCapacity(
 
 // -- Waiting loops shared by pipe.ts and queue.ts --------------------------
 
-/**
- * A worker told to stop (terminated) must not take an item it would never
- * hand to anyone: checked after every sleep, before trying again.
- */
-function throwIfStopped(): void {
-  if (stopRequested()) {
-    throw new WorkerCrashedError(
-      `Worker ${currentThreadName()} was told to stop while waiting`,
-    );
-  }
-}
-
 /** Lock-free reads to spin before registering as a sleeper. */
 const SPIN = 2000;
 
@@ -948,7 +934,7 @@ export function getSync(
     const v = ring.tryGet(true, kind);
     if (v !== EMPTY) return v;
     ring.waitGetSync(Math.max(0, end - performance.now()));
-    throwIfStopped();
+    throwIfStopRequested();
     check?.();
     if (performance.now() >= end) return ring.tryGet(false, kind);
   }
@@ -1012,7 +998,7 @@ export function putSync(
     const r = ring.tryPut(true);
     if (r !== FULL) return r;
     ring.waitPutSync(Math.max(0, end - performance.now()));
-    throwIfStopped();
+    throwIfStopRequested();
     check?.();
     if (performance.now() >= end) return ring.tryPut(false);
   }

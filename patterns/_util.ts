@@ -778,6 +778,29 @@ export function stopRequested(): boolean {
 }
 
 /**
+ * Throws when the calling thread was told to stop (see
+ * {@linkcode stopRequested}): every wait of this package calls it after each
+ * sleep, so a terminated worker unwinds instead of taking another item or
+ * lock it could not hand on.
+ *
+ * @example Usage
+ * ```ts
+ * import { throwIfStopRequested } from "./_util.ts";
+ *
+ * throwIfStopRequested(); // the main thread is never told to stop
+ * ```
+ *
+ * @throws {WorkerCrashedError} If this thread was told to stop.
+ */
+export function throwIfStopRequested(): void {
+  if (stopRequested()) {
+    throw new WorkerCrashedError(
+      `Worker ${currentThreadName()} was told to stop while waiting`,
+    );
+  }
+}
+
+/**
  * Whether the calling code runs in a worker rather than the main thread.
  *
  * @example Usage
@@ -902,11 +925,7 @@ export function waitSync(
   if (timeout <= 0) return "timed-out";
   const end = timeout === Infinity ? Infinity : performance.now() + timeout;
   for (;;) {
-    if (stopRequested()) {
-      throw new WorkerCrashedError(
-        `Worker ${currentThreadName()} was told to stop while waiting`,
-      );
-    }
+    throwIfStopRequested();
     const left = end - performance.now();
     if (left <= 0) return "timed-out";
     const r = Atomics.wait(array, index, expected, Math.min(left, SLICE_MS));
@@ -1175,7 +1194,25 @@ function isShareable(v: object): v is Shareable {
   return typeof (v as Partial<Shareable>)[kShare] === "function";
 }
 
-function isPlainObject(v: object): boolean {
+/**
+ * Whether `v` is a plain object (its prototype is `Object.prototype` or
+ * `null`), as opposed to an array, a class instance or a primitive.
+ *
+ * @example Usage
+ * ```ts
+ * import { isPlainObject } from "./_util.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * assert.ok(isPlainObject({ a: 1 }));
+ * assert.ok(!isPlainObject([1]));
+ * assert.ok(!isPlainObject(new Date()));
+ * ```
+ *
+ * @param v Anything.
+ * @returns `true` for a plain object.
+ */
+export function isPlainObject(v: unknown): boolean {
+  if (typeof v !== "object" || v === null) return false;
   const p = Object.getPrototypeOf(v);
   return p === Object.prototype || p === null;
 }

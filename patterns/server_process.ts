@@ -78,6 +78,7 @@ import {
   FullError,
   holdEventLoop,
   isMainModule,
+  isPlainObject,
   isThreadAlive,
   kShare,
   type ManagedWorker,
@@ -967,12 +968,6 @@ export class DictProxy<K extends DictKey = DictKey, V = unknown>
   toObject(): Promise<Record<string, V>> {
     return invoke(this, "toObject", []) as Promise<Record<string, V>>;
   }
-}
-
-function isPlainObject(v: unknown): boolean {
-  if (typeof v !== "object" || v === null) return false;
-  const p = Object.getPrototypeOf(v);
-  return p === Object.prototype || p === null;
 }
 
 /**

@@ -90,14 +90,13 @@ import {
   registerShareable,
   type ShareContext,
   type SharedHandle,
-  stopRequested,
   taskSource,
   throwIfAborted,
+  throwIfStopRequested,
   timeoutError,
   waitAsync,
   type WaitOptions,
   waitSync,
-  WorkerCrashedError,
 } from "./_util.ts";
 
 export { AbandonedError, BrokenBarrierError, kShare } from "./_util.ts";
@@ -130,14 +129,6 @@ function words(n: number): Int32Array {
 
 function deadline(timeout: number): number {
   return timeout === Infinity ? Infinity : performance.now() + timeout;
-}
-
-function checkStop(): void {
-  if (stopRequested()) {
-    throw new WorkerCrashedError(
-      "Cannot wait: this worker was told to stop while waiting",
-    );
-  }
 }
 
 function abandoned(what: string, holder: number): AbandonedError {
@@ -225,7 +216,7 @@ function ownSlowSync(w: Int32Array, me: number, timeout: number): number {
       if (Atomics.compareExchange(w, OWNER, h, me) === h) return -h;
       continue;
     }
-    checkStop();
+    throwIfStopRequested();
     const left = end - performance.now();
     if (left <= 0) return TIMED_OUT;
     Atomics.add(w, WAITERS, 1);
@@ -970,7 +961,7 @@ export class Semaphore {
         if (got) break;
       }
       if (this.#recover() && this.#take()) break;
-      checkStop();
+      throwIfStopRequested();
       const left = end - performance.now();
       if (left <= 0) return false;
       Atomics.add(w, S_WAITERS, 1);
