@@ -17,6 +17,16 @@ import { Manager } from "../patterns/server_process.ts";
 
 const OPS = 2000;
 
+/** Times `OPS` dict `set` calls through a fresh embedded manager. */
+async function dictSets(b: Deno.BenchContext): Promise<void> {
+  await using m = await Manager.start();
+  const d = await m.dict<string, number>();
+  await d.set("k", 0);
+  b.start();
+  for (let i = 0; i < OPS; i++) await d.set("k", i);
+  b.end();
+}
+
 Deno.bench({
   group: "round trip to a worker",
   name: "Pool.apply identity (postMessage)",
@@ -37,14 +47,7 @@ Deno.bench({
   name: "manager dict set (embedded)",
   n: 5,
   warmup: 1,
-  async fn(b) {
-    await using m = await Manager.start();
-    const d = await m.dict<string, number>();
-    await d.set("k", 0);
-    b.start();
-    for (let i = 0; i < OPS; i++) await d.set("k", i);
-    b.end();
-  },
+  fn: dictSets,
 });
 
 Deno.bench({
@@ -53,14 +56,7 @@ Deno.bench({
   baseline: true,
   n: 5,
   warmup: 1,
-  async fn(b) {
-    await using m = await Manager.start();
-    const d = await m.dict<string, number>();
-    await d.set("k", 0);
-    b.start();
-    for (let i = 0; i < OPS; i++) await d.set("k", i);
-    b.end();
-  },
+  fn: dictSets,
 });
 
 Deno.bench({
