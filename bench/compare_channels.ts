@@ -21,7 +21,7 @@
 import { Process } from "../patterns/cube.ts";
 import { Pipe } from "../patterns/pipe.ts";
 import { Queue } from "../patterns/queue.ts";
-import { waitAsync } from "../patterns/_util.ts";
+import { waitAsync } from "../patterns/_core/wait.ts";
 import type { CompareSection, PythonRunner, Row } from "./_compare_util.ts";
 
 /** Waits until `word[0]` reaches `target`. */

@@ -51,35 +51,47 @@
 
 import {
   checkElement,
-  describeValue,
   type ElementOf,
-  isMainModule,
-  kShare,
-  parseCli,
-  registerShareable,
-  type ShareContext,
-  type SharedHandle,
   type Typecode,
   type TypecodeInfo,
   typecodeInfo,
   type TypedArrayOf,
-} from "./_util.ts";
-import type { Lock, RLock } from "./sync.ts";
+} from "./_core/typecodes.ts";
+import { describeValue } from "./_core/errors.ts";
+import { isMainModule } from "./_core/runtime.ts";
+import {
+  kAttach,
+  kShare,
+  registerShareable,
+  type SharedHandle,
+} from "./_core/share.ts";
+import { parseCli } from "./_demo.ts";
+import type { Lock, RLock } from "./_sync/lock.ts";
 import { lockOption, noLockError } from "./value.ts";
 
-export { kShare } from "./_util.ts";
-export type { ShareContext, SharedHandle, WaitOptions } from "./_util.ts";
-export type { Lock, RLock } from "./sync.ts";
+export { kShare } from "./_core/share.ts";
+export type { ShareContext, SharedHandle } from "./_core/share.ts";
+export type { WaitOptions } from "./_core/deadline.ts";
+export type { Lock, RLock } from "./_sync/lock.ts";
 export type {
   BigTypecode,
   ElementOf,
   Typecode,
   TypedArrayOf,
-} from "./_util.ts";
+} from "./_core/typecodes.ts";
 
-/** The reviver hands the received memory to the constructor. */
-let adopting: SharedArrayBuffer | undefined;
-let adoptingLock: Lock | RLock | null | undefined;
+/** What an array's handle carries (`lock: false`: a `RawArray`). */
+interface ArrayData {
+  buffer: SharedArrayBuffer;
+  typecode: Typecode;
+  lock: Lock | RLock | null | false;
+}
+
+/** How an array reads and writes its elements (by kind of typecode). */
+const INT = 0;
+const BIG = 1;
+const FLOAT = 2;
+type Kind = typeof INT | typeof BIG | typeof FLOAT;
 
 function badIndex(i: unknown, length: number, what: string): Error {
   if (typeof i !== "number" || !Number.isInteger(i)) {
@@ -116,7 +128,7 @@ export class RawArray<C extends Typecode = Typecode>
   readonly #t: TypecodeInfo;
   readonly #view: TypedArrayOf<C>;
   readonly #length: number;
-  readonly #kind: 0 | 1 | 2;
+  readonly #kind: Kind;
 
   /**
    * Makes an array of `sizeOrInitial` zeros, or holding the given values.
@@ -127,18 +139,22 @@ export class RawArray<C extends Typecode = Typecode>
    *   it.
    * @throws {RangeError} If the length is negative or not an integer.
    */
+  constructor(typecode: C, sizeOrInitial: number | Iterable<ElementOf<C>>);
+  /** @ignore */
+  constructor(attach: typeof kAttach, data: ArrayData);
   constructor(
-    typecode: C,
-    sizeOrInitial: number | Iterable<ElementOf<C>>,
+    typecode: C | typeof kAttach,
+    sizeOrInitial: number | Iterable<ElementOf<C>> | ArrayData,
   ) {
     const what = `create ${new.target.name}`;
-    const t = typecodeInfo(typecode, what);
+    const adopted = typecode === kAttach
+      ? sizeOrInitial as ArrayData
+      : undefined;
+    const t = typecodeInfo(adopted ? adopted.typecode : typecode, what);
     this.#t = t;
-    this.#kind = t.kind === "int" ? 0 : t.kind === "big" ? 1 : 2;
-    const adopted = adopting;
-    adopting = undefined;
+    this.#kind = t.kind === "int" ? INT : t.kind === "big" ? BIG : FLOAT;
     if (adopted) {
-      this.#view = new t.ctor(adopted) as TypedArrayOf<C>;
+      this.#view = new t.ctor(adopted.buffer) as TypedArrayOf<C>;
       this.#length = this.#view.length;
       return;
     }
@@ -247,13 +263,13 @@ export class RawArray<C extends Typecode = Typecode>
     }
     const t = this.#t;
     switch (this.#kind) {
-      case 2:
+      case FLOAT:
         if (typeof value === "number") {
           (this.#view as Float64Array)[i] = value;
           return;
         }
         break;
-      case 0:
+      case INT:
         if (
           typeof value === "number" && Number.isInteger(value) &&
           value >= (t.min as number) && value <= (t.max as number)
@@ -327,22 +343,18 @@ export class RawArray<C extends Typecode = Typecode>
    * import { kShare, RawArray } from "@dmp/multiprocessing/array";
    * import { strict as assert } from "node:assert";
    *
-   * assert.equal(new RawArray("i", 1)[kShare]({ transfer: [], afterSend() {} }).type, "array.array");
+   * assert.equal(new RawArray("i", 1)[kShare]().type, "array.array");
    * ```
    *
-   * @param _context Unused.
    * @returns The handle.
    */
-  [kShare](_context?: ShareContext): SharedHandle {
-    return {
-      type: "array.array",
-      module: import.meta.url,
-      data: {
-        buffer: this.#view.buffer,
-        typecode: this.#t.code,
-        lock: false,
-      },
+  [kShare](): SharedHandle {
+    const data: ArrayData = {
+      buffer: this.#view.buffer as SharedArrayBuffer,
+      typecode: this.#t.code as Typecode,
+      lock: false,
     };
+    return { type: "array.array", module: import.meta.url, data };
   }
 }
 
@@ -405,14 +417,21 @@ export class SharedArray<C extends Typecode = Typecode> extends RawArray<C> {
   constructor(
     typecode: C,
     sizeOrInitial: number | Iterable<ElementOf<C>>,
+    options?: SharedArrayOptions,
+  );
+  /** @ignore */
+  constructor(attach: typeof kAttach, data: ArrayData);
+  constructor(
+    typecode: C | typeof kAttach,
+    sizeOrInitial: number | Iterable<ElementOf<C>> | ArrayData,
     options: SharedArrayOptions = {},
   ) {
-    const adoptedLock = adoptingLock;
-    adoptingLock = undefined;
-    const lock = adoptedLock !== undefined
-      ? adoptedLock
+    const lock = typecode === kAttach
+      ? (sizeOrInitial as ArrayData).lock || null
       : lockOption(options?.lock, "create SharedArray");
-    super(typecode, sizeOrInitial);
+    // A pass-through: (typecode, sizeOrInitial) or (kAttach, data), as
+    // received.
+    super(typecode as C, sizeOrInitial as number);
     this.#lock = lock;
   }
 
@@ -446,40 +465,26 @@ export class SharedArray<C extends Typecode = Typecode> extends RawArray<C> {
    * import { kShare, SharedArray } from "@dmp/multiprocessing/array";
    * import { strict as assert } from "node:assert";
    *
-   * assert.equal(new SharedArray("i", 1)[kShare]({ transfer: [], afterSend() {} }).type, "array.array");
+   * assert.equal(new SharedArray("i", 1)[kShare]().type, "array.array");
    * ```
    *
-   * @param _context Unused.
    * @returns The handle.
    */
-  override [kShare](_context?: ShareContext): SharedHandle {
-    return {
-      type: "array.array",
-      module: import.meta.url,
-      data: {
-        buffer: this.view.buffer,
-        typecode: this.typecode,
-        lock: this.#lock ?? null,
-      },
+  override [kShare](): SharedHandle {
+    const data: ArrayData = {
+      buffer: this.view.buffer as SharedArrayBuffer,
+      typecode: this.typecode as Typecode,
+      lock: this.#lock ?? null,
     };
+    return { type: "array.array", module: import.meta.url, data };
   }
 }
 
 registerShareable("array.array", (d) => {
-  const data = d as {
-    buffer: SharedArrayBuffer;
-    typecode: Typecode;
-    lock: Lock | RLock | null | false;
-  };
-  adopting = data.buffer;
-  try {
-    if (data.lock === false) return new RawArray(data.typecode, 0);
-    adoptingLock = data.lock;
-    return new SharedArray(data.typecode, 0);
-  } finally {
-    adopting = undefined;
-    adoptingLock = undefined;
-  }
+  const data = d as ArrayData;
+  return data.lock === false
+    ? new RawArray(kAttach, data)
+    : new SharedArray(kAttach, data);
 });
 
 // -- Demo --------------------------------------------------------------------

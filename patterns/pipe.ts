@@ -25,7 +25,7 @@
  * workers; passed to a `Process` or `Pool` task, an end moves there):
  *
  * ```ts
- * import { Pipe } from "./pipe.ts";
+ * import { Pipe } from "@dmp/multiprocessing/pipe";
  * import { strict as assert } from "node:assert";
  *
  * const [a, b] = Pipe();
@@ -38,7 +38,7 @@
  * ```
  *
  * How it works: each direction is a ring of records in a
- * `SharedArrayBuffer` (see `_channel.ts`). Numbers and strings skip
+ * `SharedArrayBuffer` (see `_shm/ring.ts`). Numbers and strings skip
  * structured-clone serialization; a round trip between two threads that wait
  * for each other costs microseconds, not a `postMessage`.
  *
@@ -46,48 +46,48 @@
  */
 
 import {
+  encodeBytesRecord,
+  type EncodedRecord,
+  encodeRecord,
+  restorePending,
+  savePending,
+} from "./_shm/codec.ts";
+import {
   checkCapacity,
   DRAINED,
   EMPTY,
-  encodeBytes,
-  type EncodedRecord,
-  encodeValue,
   FULL,
-  getAsync,
-  getSync,
   MISMATCH,
   OK,
-  putSync,
-  restoreEncoded,
-  Ring,
-  saveEncoded,
-} from "./_channel.ts";
+  type RecordKind,
+  RecordRing,
+} from "./_shm/ring.ts";
+import { getAsync, getSync, putSync } from "./_shm/wait.ts";
 import {
   checkTimeout,
+  throwIfAborted,
+  type WaitOptions,
+} from "./_core/deadline.ts";
+import {
   ClosedError,
   describeValue,
   EOFError,
-  isMainModule,
-  isWorkerThread,
+  timeoutError,
+} from "./_core/errors.ts";
+import { isMainModule, isWorkerThread } from "./_core/runtime.ts";
+import {
   kShare,
-  parseCli,
   registerShareable,
   type Shareable,
   type ShareContext,
   type SharedHandle,
-  throwIfAborted,
-  timeoutError,
-  type WaitOptions,
-} from "./_util.ts";
+} from "./_core/share.ts";
+import { parseCli } from "./_demo.ts";
 
-export { ClosedError, EOFError } from "./_util.ts";
-export { kShare } from "./_util.ts";
-export type {
-  Shareable,
-  ShareContext,
-  SharedHandle,
-  WaitOptions,
-} from "./_util.ts";
+export { ClosedError, EOFError } from "./_core/errors.ts";
+export { kShare } from "./_core/share.ts";
+export type { Shareable, ShareContext, SharedHandle } from "./_core/share.ts";
+export type { WaitOptions } from "./_core/deadline.ts";
 
 const PIPE_TYPE = "pipe.connection";
 /** Bytes of each direction's ring. */
@@ -102,7 +102,7 @@ const MOVED = 2;
  *
  * @example Usage
  * ```ts
- * import { Pipe, type PipeOptions } from "./pipe.ts";
+ * import { Pipe, type PipeOptions } from "@dmp/multiprocessing/pipe";
  * import { strict as assert } from "node:assert";
  *
  * const options: PipeOptions = { capacityBytes: 1024 };
@@ -130,7 +130,7 @@ export interface PipeOptions {
  *
  * @example Usage
  * ```ts
- * import { Connection, type ConnectionInit, kShare, Pipe } from "./pipe.ts";
+ * import { Connection, type ConnectionInit, kShare, Pipe } from "@dmp/multiprocessing/pipe";
  * import { strict as assert } from "node:assert";
  *
  * const [a, b] = Pipe();
@@ -177,7 +177,7 @@ export interface ConnectionInit {
  *
  * @example Usage
  * ```ts
- * import { EOFError, Pipe } from "./pipe.ts";
+ * import { EOFError, Pipe } from "@dmp/multiprocessing/pipe";
  * import { strict as assert } from "node:assert";
  *
  * const [a, b] = Pipe();
@@ -192,8 +192,8 @@ export interface ConnectionInit {
  * ```
  */
 export class Connection implements Shareable, Disposable {
-  readonly #rx: Ring | null;
-  readonly #tx: Ring | null;
+  readonly #rx: RecordRing | null;
+  readonly #tx: RecordRing | null;
   #state = OPEN;
   #pending: EncodedRecord[] = [];
   #pendingHead = 0;
@@ -207,8 +207,8 @@ export class Connection implements Shareable, Disposable {
    * @param init The end's rings.
    */
   constructor(init: ConnectionInit) {
-    this.#rx = init.rx ? new Ring(init.rx) : null;
-    this.#tx = init.tx ? new Ring(init.tx) : null;
+    this.#rx = init.rx ? new RecordRing(init.rx) : null;
+    this.#tx = init.tx ? new RecordRing(init.tx) : null;
   }
 
   /**
@@ -217,7 +217,7 @@ export class Connection implements Shareable, Disposable {
    *
    * @example Usage
    * ```ts
-   * import { Pipe } from "./pipe.ts";
+   * import { Pipe } from "@dmp/multiprocessing/pipe";
    * import { strict as assert } from "node:assert";
    *
    * const [a, b] = Pipe();
@@ -251,7 +251,7 @@ export class Connection implements Shareable, Disposable {
     );
   }
 
-  #reader(what: string): Ring {
+  #reader(what: string): RecordRing {
     if (this.#state !== OPEN) throw this.#gone(what);
     if (!this.#rx) {
       throw new TypeError(
@@ -261,7 +261,7 @@ export class Connection implements Shareable, Disposable {
     return this.#rx;
   }
 
-  #writer(what: string): Ring {
+  #writer(what: string): RecordRing {
     if (this.#state !== OPEN) throw this.#gone(what);
     if (!this.#tx) {
       throw new TypeError(
@@ -284,7 +284,7 @@ export class Connection implements Shareable, Disposable {
    *
    * @example Usage
    * ```ts
-   * import { Pipe } from "./pipe.ts";
+   * import { Pipe } from "@dmp/multiprocessing/pipe";
    * import { strict as assert } from "node:assert";
    *
    * const [a, b] = Pipe();
@@ -302,7 +302,7 @@ export class Connection implements Shareable, Disposable {
    */
   send(value: unknown): void {
     const tx = this.#writer("send");
-    tx.checkFits(encodeValue(value, "send"), "send");
+    tx.checkFits(encodeRecord(value, "send"), "send");
     this.#write(tx, "send");
   }
 
@@ -311,7 +311,7 @@ export class Connection implements Shareable, Disposable {
    *
    * @example Usage
    * ```ts
-   * import { Pipe } from "./pipe.ts";
+   * import { Pipe } from "@dmp/multiprocessing/pipe";
    * import { strict as assert } from "node:assert";
    *
    * const [a, b] = Pipe();
@@ -345,13 +345,13 @@ export class Connection implements Shareable, Disposable {
       );
     }
     const tx = this.#writer("sendBytes");
-    tx.checkFits(encodeBytes(view), "sendBytes");
+    tx.checkFits(encodeBytesRecord(view), "sendBytes");
     this.#write(tx, "sendBytes");
   }
 
-  #write(tx: Ring, what: string): void {
+  #write(tx: RecordRing, what: string): void {
     if (this.#pendingHead < this.#pending.length) {
-      this.#pending.push(saveEncoded());
+      this.#pending.push(savePending());
       return;
     }
     if (isWorkerThread()) {
@@ -364,15 +364,15 @@ export class Connection implements Shareable, Disposable {
     if (r !== FULL) {
       throw new ClosedError(`Cannot ${what}: the other end is closed`);
     }
-    this.#pending.push(saveEncoded());
+    this.#pending.push(savePending());
     if (!this.#flushing) this.#flush(tx);
   }
 
-  async #flush(tx: Ring): Promise<void> {
+  async #flush(tx: RecordRing): Promise<void> {
     this.#flushing = true;
     try {
       while (this.#pendingHead < this.#pending.length) {
-        restoreEncoded(this.#pending[this.#pendingHead]!);
+        restorePending(this.#pending[this.#pendingHead]!);
         const r = tx.tryPut(true);
         if (r === OK) {
           this.#pending[this.#pendingHead++] = undefined as never;
@@ -397,7 +397,7 @@ export class Connection implements Shareable, Disposable {
    *
    * @example Usage
    * ```ts
-   * import { Pipe } from "./pipe.ts";
+   * import { Pipe } from "@dmp/multiprocessing/pipe";
    * import { strict as assert } from "node:assert";
    *
    * const [a, b] = Pipe();
@@ -415,11 +415,15 @@ export class Connection implements Shareable, Disposable {
    * @throws {DOMException} Named `TimeoutError` when the timeout passes.
    */
   recv(options: WaitOptions = {}): Promise<unknown> {
-    return this.#recv(options, 0, "recv");
+    return this.#recv(options, "any", "recv");
   }
 
-  #recv(options: WaitOptions, kind: number, what: string): Promise<unknown> {
-    let rx: Ring, timeout: number;
+  #recv(
+    options: WaitOptions,
+    kind: RecordKind,
+    what: string,
+  ): Promise<unknown> {
+    let rx: RecordRing, timeout: number;
     try {
       rx = this.#reader(what);
       timeout = checkTimeout(options.timeout, what);
@@ -443,7 +447,7 @@ export class Connection implements Shareable, Disposable {
    *
    * @example Usage
    * ```ts
-   * import { Pipe } from "./pipe.ts";
+   * import { Pipe } from "@dmp/multiprocessing/pipe";
    * import { strict as assert } from "node:assert";
    *
    * const [a, b] = Pipe();
@@ -464,7 +468,7 @@ export class Connection implements Shareable, Disposable {
     const rx = this.#reader("recvSync");
     const timeout = checkTimeout(options.timeout, "recvSync");
     throwIfAborted(options.signal);
-    const v = getSync(rx, 0, timeout, this.#checkOpen);
+    const v = getSync(rx, "any", timeout, this.#checkOpen);
     return this.#received(v, "recvSync", timeout);
   }
 
@@ -474,7 +478,7 @@ export class Connection implements Shareable, Disposable {
    *
    * @example Usage
    * ```ts
-   * import { Pipe } from "./pipe.ts";
+   * import { Pipe } from "@dmp/multiprocessing/pipe";
    * import { strict as assert } from "node:assert";
    *
    * const [a, b] = Pipe();
@@ -493,7 +497,7 @@ export class Connection implements Shareable, Disposable {
    * @throws {DOMException} Named `TimeoutError` when the timeout passes.
    */
   recvBytes(options: WaitOptions = {}): Promise<Uint8Array> {
-    return this.#recv(options, 2, "recvBytes") as Promise<Uint8Array>;
+    return this.#recv(options, "bytes", "recvBytes") as Promise<Uint8Array>;
   }
 
   /**
@@ -501,7 +505,7 @@ export class Connection implements Shareable, Disposable {
    *
    * @example Usage
    * ```ts
-   * import { Pipe } from "./pipe.ts";
+   * import { Pipe } from "@dmp/multiprocessing/pipe";
    * import { strict as assert } from "node:assert";
    *
    * const [a, b] = Pipe();
@@ -523,7 +527,7 @@ export class Connection implements Shareable, Disposable {
     const rx = this.#reader("recvBytesSync");
     const timeout = checkTimeout(options.timeout, "recvBytesSync");
     throwIfAborted(options.signal);
-    const v = getSync(rx, 2, timeout, this.#checkOpen);
+    const v = getSync(rx, "bytes", timeout, this.#checkOpen);
     return this.#received(v, "recvBytesSync", timeout) as Uint8Array;
   }
 
@@ -554,7 +558,7 @@ export class Connection implements Shareable, Disposable {
    *
    * @example Usage
    * ```ts
-   * import { Pipe } from "./pipe.ts";
+   * import { Pipe } from "@dmp/multiprocessing/pipe";
    * import { strict as assert } from "node:assert";
    *
    * const [a, b] = Pipe();
@@ -591,7 +595,7 @@ export class Connection implements Shareable, Disposable {
    *
    * @example Usage
    * ```ts
-   * import { ClosedError, Pipe } from "./pipe.ts";
+   * import { ClosedError, Pipe } from "@dmp/multiprocessing/pipe";
    * import { strict as assert } from "node:assert";
    *
    * const [a, b] = Pipe();
@@ -616,7 +620,7 @@ export class Connection implements Shareable, Disposable {
    *
    * @example Usage
    * ```ts
-   * import { Pipe } from "./pipe.ts";
+   * import { Pipe } from "@dmp/multiprocessing/pipe";
    * import { strict as assert } from "node:assert";
    *
    * const [a, b] = Pipe();
@@ -673,7 +677,7 @@ registerShareable(PIPE_TYPE, (data, ctx) => {
  *
  * @example Usage
  * ```ts
- * import { Pipe } from "./pipe.ts";
+ * import { Pipe } from "@dmp/multiprocessing/pipe";
  * import { strict as assert } from "node:assert";
  *
  * const [reader, writer] = Pipe(false);
@@ -694,14 +698,14 @@ export function Pipe(
   options: PipeOptions = {},
 ): [Connection, Connection] {
   const cap = checkCapacity(options.capacityBytes, PIPE_CAPACITY, "Pipe");
-  const ab = Ring.allocate(cap, 0);
+  const ab = RecordRing.allocate(cap, 0);
   if (!duplex) {
     return [
       new Connection({ rx: ab, tx: null }),
       new Connection({ rx: null, tx: ab }),
     ];
   }
-  const ba = Ring.allocate(cap, 0);
+  const ba = RecordRing.allocate(cap, 0);
   return [
     new Connection({ rx: ba, tx: ab }),
     new Connection({ rx: ab, tx: ba }),

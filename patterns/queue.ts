@@ -23,7 +23,7 @@
  * same queue there):
  *
  * ```ts
- * import { Queue } from "./queue.ts";
+ * import { Queue } from "@dmp/multiprocessing/queue";
  * import { strict as assert } from "node:assert";
  *
  * const q = new Queue<number>({ maxsize: 10 });
@@ -43,45 +43,43 @@
  * @module
  */
 
+import { encodeRecord } from "./_shm/codec.ts";
 import {
   checkCapacity,
   CLOSED,
   DRAINED,
   EMPTY,
-  encodeValue,
-  getAsync,
-  getSync,
   OK,
-  putAsync,
   type PutResult,
-  putSync,
-  Ring,
-} from "./_channel.ts";
+  RecordRing,
+} from "./_shm/ring.ts";
+import { getAsync, getSync, putAsync, putSync } from "./_shm/wait.ts";
 import {
   checkTimeout,
+  throwIfAborted,
+  type WaitOptions,
+} from "./_core/deadline.ts";
+import {
   ClosedError,
   describeValue,
   EmptyError,
   FullError,
-  isMainModule,
+} from "./_core/errors.ts";
+import { isMainModule } from "./_core/runtime.ts";
+import {
+  kAttach,
   kShare,
-  parseCli,
   registerShareable,
   type Shareable,
   type ShareContext,
   type SharedHandle,
-  throwIfAborted,
-  type WaitOptions,
-} from "./_util.ts";
+} from "./_core/share.ts";
+import { parseCli } from "./_demo.ts";
 
-export { ClosedError, EmptyError, FullError } from "./_util.ts";
-export { kShare } from "./_util.ts";
-export type {
-  Shareable,
-  ShareContext,
-  SharedHandle,
-  WaitOptions,
-} from "./_util.ts";
+export { ClosedError, EmptyError, FullError } from "./_core/errors.ts";
+export { kShare } from "./_core/share.ts";
+export type { Shareable, ShareContext, SharedHandle } from "./_core/share.ts";
+export type { WaitOptions } from "./_core/deadline.ts";
 
 const QUEUE_TYPE = "queue.queue";
 /** Default bytes of a queue's ring. */
@@ -92,7 +90,7 @@ const QUEUE_CAPACITY = 1 << 20;
  *
  * @example Usage
  * ```ts
- * import { FullError, Queue, type QueueOptions } from "./queue.ts";
+ * import { FullError, Queue, type QueueOptions } from "@dmp/multiprocessing/queue";
  * import { strict as assert } from "node:assert";
  *
  * const options: QueueOptions = { maxsize: 2, capacityBytes: 4096 };
@@ -127,7 +125,7 @@ export interface QueueOptions {
  *
  * @example Usage
  * ```ts
- * import { SimpleQueue, type SimpleQueueOptions } from "./queue.ts";
+ * import { SimpleQueue, type SimpleQueueOptions } from "@dmp/multiprocessing/queue";
  * import { strict as assert } from "node:assert";
  *
  * const options: SimpleQueueOptions = { capacityBytes: 1024 };
@@ -154,19 +152,8 @@ interface QueueData {
   buffer: SharedArrayBuffer;
 }
 
-/** Set while `JoinableQueue`'s constructor calls `Queue`'s. */
-let makingJoinable = false;
-/** Reads a queue's ring (set up by `Queue`'s static block). */
-let ringOf: (q: Queue<unknown>) => Ring;
-
-/** Set while a reviver rebuilds a queue around existing memory. */
-let adopting: SharedArrayBuffer | undefined;
-
-function makeRing(maxsize: number, capacity: number): Ring {
-  const adopted = adopting;
-  adopting = undefined;
-  return new Ring(adopted ?? Ring.allocate(capacity, maxsize));
-}
+/** Reads a queue's ring (set once, by `Queue`'s static block). */
+let ringOf: (q: Queue<unknown>) => RecordRing;
 
 function checkMaxsize(value: unknown): number {
   if (value === undefined) return 0;
@@ -216,7 +203,7 @@ function getResult(v: unknown, timeout: number): unknown {
   return v;
 }
 
-function getPromise(ring: Ring, options: WaitOptions): Promise<unknown> {
+function getPromise(ring: RecordRing, options: WaitOptions): Promise<unknown> {
   let timeout: number;
   try {
     timeout = checkTimeout(options.timeout, "get");
@@ -230,7 +217,7 @@ function getPromise(ring: Ring, options: WaitOptions): Promise<unknown> {
   } catch (e) {
     return Promise.reject(e);
   }
-  return getAsync(ring, 0, timeout, options.signal).then((v) =>
+  return getAsync(ring, "any", timeout, options.signal).then((v) =>
     getResult(v, timeout)
   );
 }
@@ -250,7 +237,7 @@ function getPromise(ring: Ring, options: WaitOptions): Promise<unknown> {
  *
  * @example Usage
  * ```ts
- * import { EmptyError, Queue } from "./queue.ts";
+ * import { EmptyError, Queue } from "@dmp/multiprocessing/queue";
  * import { strict as assert } from "node:assert";
  *
  * const q = new Queue<string>();
@@ -264,7 +251,7 @@ function getPromise(ring: Ring, options: WaitOptions): Promise<unknown> {
  * ```
  */
 export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
-  readonly #ring: Ring;
+  readonly #ring: RecordRing;
   readonly #joinable: boolean;
 
   static {
@@ -278,16 +265,25 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
    * @throws {TypeError} If `maxsize` is not an integer.
    * @throws {RangeError} If `capacityBytes` is out of range.
    */
-  constructor(options: QueueOptions = {}) {
-    const maxsize = checkMaxsize(options.maxsize);
-    const capacity = checkCapacity(
-      options.capacityBytes,
-      QUEUE_CAPACITY,
-      "create a queue",
-    );
-    this.#joinable = makingJoinable;
-    makingJoinable = false;
-    this.#ring = makeRing(maxsize, capacity);
+  constructor(options?: QueueOptions);
+  /** @ignore */
+  constructor(attach: typeof kAttach, buffer: SharedArrayBuffer);
+  constructor(
+    options: QueueOptions | typeof kAttach = {},
+    buffer?: SharedArrayBuffer,
+  ) {
+    if (options === kAttach) {
+      this.#ring = new RecordRing(buffer!);
+    } else {
+      const maxsize = checkMaxsize(options.maxsize);
+      const capacity = checkCapacity(
+        options.capacityBytes,
+        QUEUE_CAPACITY,
+        "create a queue",
+      );
+      this.#ring = new RecordRing(RecordRing.allocate(capacity, maxsize));
+    }
+    this.#joinable = this instanceof JoinableQueue;
   }
 
   /**
@@ -295,7 +291,7 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
    *
    * @example Usage
    * ```ts
-   * import { Queue } from "./queue.ts";
+   * import { Queue } from "@dmp/multiprocessing/queue";
    * import { strict as assert } from "node:assert";
    *
    * assert.equal(new Queue({ maxsize: 3 }).maxsize, 3);
@@ -312,7 +308,7 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
    *
    * @example Usage
    * ```ts
-   * import { Queue } from "./queue.ts";
+   * import { Queue } from "@dmp/multiprocessing/queue";
    * import { strict as assert } from "node:assert";
    *
    * const q = new Queue();
@@ -332,7 +328,7 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
    *
    * @example Usage
    * ```ts
-   * import { FullError, Queue } from "./queue.ts";
+   * import { FullError, Queue } from "@dmp/multiprocessing/queue";
    * import { strict as assert } from "node:assert";
    *
    * const q = new Queue({ maxsize: 1 });
@@ -352,7 +348,7 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
   async put(item: T, options: WaitOptions = {}): Promise<void> {
     const timeout = checkTimeout(options.timeout, "put");
     throwIfAborted(options.signal);
-    this.#ring.checkFits(encodeValue(item, "put"), "put");
+    this.#ring.checkFits(encodeRecord(item, "put"), "put");
     const r = await putAsync(this.#ring, timeout, options.signal);
     if (r !== OK) throw putError(r, "put", timeout);
     if (this.#joinable) this.#ring.addUnfinished();
@@ -364,7 +360,7 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
    *
    * @example Usage
    * ```ts
-   * import { Queue } from "./queue.ts";
+   * import { Queue } from "@dmp/multiprocessing/queue";
    * import { strict as assert } from "node:assert";
    *
    * const q = new Queue();
@@ -384,7 +380,7 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
   putSync(item: T, options: WaitOptions = {}): void {
     const timeout = checkTimeout(options.timeout, "putSync");
     throwIfAborted(options.signal);
-    this.#ring.checkFits(encodeValue(item, "putSync"), "putSync");
+    this.#ring.checkFits(encodeRecord(item, "putSync"), "putSync");
     const r = putSync(this.#ring, timeout);
     if (r !== OK) throw putError(r, "putSync", timeout);
     if (this.#joinable) this.#ring.addUnfinished();
@@ -395,7 +391,7 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
    *
    * @example Usage
    * ```ts
-   * import { FullError, Queue } from "./queue.ts";
+   * import { FullError, Queue } from "@dmp/multiprocessing/queue";
    * import { strict as assert } from "node:assert";
    *
    * const q = new Queue({ maxsize: 1 });
@@ -411,7 +407,7 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
    * @throws {ClosedError} If the queue is closed.
    */
   putNowait(item: T): void {
-    this.#ring.checkFits(encodeValue(item, "putNowait"), "putNowait");
+    this.#ring.checkFits(encodeRecord(item, "putNowait"), "putNowait");
     const r = this.#ring.tryPut(false);
     if (r !== OK) throw putError(r, "putNowait", 0);
     if (this.#joinable) this.#ring.addUnfinished();
@@ -422,7 +418,7 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
    *
    * @example Usage
    * ```ts
-   * import { ClosedError, Queue } from "./queue.ts";
+   * import { ClosedError, Queue } from "@dmp/multiprocessing/queue";
    * import { strict as assert } from "node:assert";
    *
    * const q = new Queue<number>();
@@ -447,7 +443,7 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
    *
    * @example Usage
    * ```ts
-   * import { EmptyError, Queue } from "./queue.ts";
+   * import { EmptyError, Queue } from "@dmp/multiprocessing/queue";
    * import { strict as assert } from "node:assert";
    *
    * const q = new Queue();
@@ -464,7 +460,7 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
   getSync(options: WaitOptions = {}): T {
     const timeout = checkTimeout(options.timeout, "getSync");
     throwIfAborted(options.signal);
-    const v = getSync(this.#ring, 0, timeout);
+    const v = getSync(this.#ring, "any", timeout);
     if (v === EMPTY || v === DRAINED) throw getError(v, "getSync", timeout);
     return v as T;
   }
@@ -474,7 +470,7 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
    *
    * @example Usage
    * ```ts
-   * import { EmptyError, Queue } from "./queue.ts";
+   * import { EmptyError, Queue } from "@dmp/multiprocessing/queue";
    * import { strict as assert } from "node:assert";
    *
    * const q = new Queue();
@@ -497,7 +493,7 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
    *
    * @example Usage
    * ```ts
-   * import { Queue } from "./queue.ts";
+   * import { Queue } from "@dmp/multiprocessing/queue";
    * import { strict as assert } from "node:assert";
    *
    * const q = new Queue();
@@ -517,7 +513,7 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
    *
    * @example Usage
    * ```ts
-   * import { Queue } from "./queue.ts";
+   * import { Queue } from "@dmp/multiprocessing/queue";
    * import { strict as assert } from "node:assert";
    *
    * assert.equal(new Queue().empty(), true);
@@ -535,7 +531,7 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
    *
    * @example Usage
    * ```ts
-   * import { Queue } from "./queue.ts";
+   * import { Queue } from "@dmp/multiprocessing/queue";
    * import { strict as assert } from "node:assert";
    *
    * const q = new Queue({ maxsize: 1 });
@@ -559,7 +555,7 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
    *
    * @example Usage
    * ```ts
-   * import { ClosedError, Queue } from "./queue.ts";
+   * import { ClosedError, Queue } from "@dmp/multiprocessing/queue";
    * import { strict as assert } from "node:assert";
    *
    * const q = new Queue();
@@ -576,7 +572,7 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
    *
    * @example Usage
    * ```ts
-   * import { Queue } from "./queue.ts";
+   * import { Queue } from "@dmp/multiprocessing/queue";
    * import { strict as assert } from "node:assert";
    *
    * const q = new Queue<number>();
@@ -590,7 +586,7 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
    */
   async *[Symbol.asyncIterator](): AsyncIterator<T> {
     for (;;) {
-      const v = await getAsync(this.#ring, 0, Infinity, undefined);
+      const v = await getAsync(this.#ring, "any", Infinity, undefined);
       if (v === DRAINED) return;
       yield v as T;
     }
@@ -600,9 +596,7 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
    * Describes the queue for the trip into a worker (used by `Process` and
    * `Pool`); it arrives there as the same queue.
    *
-   * @param _context The sending context (unused: a queue is shared, not
-   *   moved).
-   * @returns The handle.
+   * @returns The handle (a queue is shared, not moved).
    */
   [kShare](_context?: ShareContext): SharedHandle {
     const data: QueueData = {
@@ -622,7 +616,7 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
  *
  * @example Usage
  * ```ts
- * import { JoinableQueue } from "./queue.ts";
+ * import { JoinableQueue } from "@dmp/multiprocessing/queue";
  * import { strict as assert } from "node:assert";
  *
  * const q = new JoinableQueue<string>();
@@ -642,17 +636,22 @@ export class JoinableQueue<T = unknown> extends Queue<T> {
    * @throws {TypeError} If `maxsize` is not an integer.
    * @throws {RangeError} If `capacityBytes` is out of range.
    */
-  constructor(options: QueueOptions = {}) {
-    makingJoinable = true;
-    super(options);
+  constructor(options?: QueueOptions);
+  /** @ignore */
+  constructor(attach: typeof kAttach, buffer: SharedArrayBuffer);
+  constructor(
+    options: QueueOptions | typeof kAttach = {},
+    buffer?: SharedArrayBuffer,
+  ) {
+    // Queue's own constructor tells the two forms apart.
+    super(options as typeof kAttach, buffer as SharedArrayBuffer);
   }
-
   /**
    * Marks one item taken with `get` as processed.
    *
    * @example Usage
    * ```ts
-   * import { JoinableQueue } from "./queue.ts";
+   * import { JoinableQueue } from "@dmp/multiprocessing/queue";
    * import { strict as assert } from "node:assert";
    *
    * const q = new JoinableQueue();
@@ -676,7 +675,7 @@ export class JoinableQueue<T = unknown> extends Queue<T> {
    *
    * @example Usage
    * ```ts
-   * import { JoinableQueue } from "./queue.ts";
+   * import { JoinableQueue } from "@dmp/multiprocessing/queue";
    * import { strict as assert } from "node:assert";
    *
    * const q = new JoinableQueue();
@@ -702,7 +701,7 @@ export class JoinableQueue<T = unknown> extends Queue<T> {
  *
  * @example Usage
  * ```ts
- * import { SimpleQueue } from "./queue.ts";
+ * import { SimpleQueue } from "@dmp/multiprocessing/queue";
  * import { strict as assert } from "node:assert";
  *
  * const q = new SimpleQueue<number>();
@@ -713,7 +712,7 @@ export class JoinableQueue<T = unknown> extends Queue<T> {
  * ```
  */
 export class SimpleQueue<T = unknown> implements Shareable {
-  readonly #ring: Ring;
+  readonly #ring: RecordRing;
 
   /**
    * Makes a simple queue.
@@ -721,10 +720,18 @@ export class SimpleQueue<T = unknown> implements Shareable {
    * @param options `capacityBytes`.
    * @throws {RangeError} If `capacityBytes` is out of range.
    */
-  constructor(options: SimpleQueueOptions = {}) {
-    this.#ring = makeRing(
-      0,
-      checkCapacity(options.capacityBytes, QUEUE_CAPACITY, "create a queue"),
+  constructor(options?: SimpleQueueOptions);
+  /** @ignore */
+  constructor(attach: typeof kAttach, buffer: SharedArrayBuffer);
+  constructor(
+    options: SimpleQueueOptions | typeof kAttach = {},
+    buffer?: SharedArrayBuffer,
+  ) {
+    this.#ring = new RecordRing(
+      options === kAttach ? buffer! : RecordRing.allocate(
+        checkCapacity(options.capacityBytes, QUEUE_CAPACITY, "create a queue"),
+        0,
+      ),
     );
   }
 
@@ -733,7 +740,7 @@ export class SimpleQueue<T = unknown> implements Shareable {
    *
    * @example Usage
    * ```ts
-   * import { SimpleQueue } from "./queue.ts";
+   * import { SimpleQueue } from "@dmp/multiprocessing/queue";
    *
    * const q = new SimpleQueue();
    * await q.put({ any: "value" });
@@ -750,7 +757,7 @@ export class SimpleQueue<T = unknown> implements Shareable {
   async put(item: T, options: WaitOptions = {}): Promise<void> {
     const timeout = checkTimeout(options.timeout, "put");
     throwIfAborted(options.signal);
-    this.#ring.checkFits(encodeValue(item, "put"), "put");
+    this.#ring.checkFits(encodeRecord(item, "put"), "put");
     const r = await putAsync(this.#ring, timeout, options.signal);
     if (r !== OK) throw putError(r, "put", timeout);
   }
@@ -760,7 +767,7 @@ export class SimpleQueue<T = unknown> implements Shareable {
    *
    * @example Usage
    * ```ts
-   * import { SimpleQueue } from "./queue.ts";
+   * import { SimpleQueue } from "@dmp/multiprocessing/queue";
    * import { strict as assert } from "node:assert";
    *
    * const q = new SimpleQueue<string>();
@@ -783,7 +790,7 @@ export class SimpleQueue<T = unknown> implements Shareable {
    *
    * @example Usage
    * ```ts
-   * import { SimpleQueue } from "./queue.ts";
+   * import { SimpleQueue } from "@dmp/multiprocessing/queue";
    * import { strict as assert } from "node:assert";
    *
    * assert.equal(new SimpleQueue().empty(), true);
@@ -800,7 +807,7 @@ export class SimpleQueue<T = unknown> implements Shareable {
    *
    * @example Usage
    * ```ts
-   * import { SimpleQueue } from "./queue.ts";
+   * import { SimpleQueue } from "@dmp/multiprocessing/queue";
    *
    * new SimpleQueue().close();
    * ```
@@ -812,7 +819,6 @@ export class SimpleQueue<T = unknown> implements Shareable {
   /**
    * Describes the queue for the trip into a worker.
    *
-   * @param _context The sending context (unused).
    * @returns The handle.
    */
   [kShare](_context?: ShareContext): SharedHandle {
@@ -822,19 +828,14 @@ export class SimpleQueue<T = unknown> implements Shareable {
 }
 
 registerShareable(QUEUE_TYPE, (raw) => {
-  const data = raw as QueueData;
-  adopting = data.buffer;
-  try {
-    switch (data.kind) {
-      case "joinable":
-        return new JoinableQueue();
-      case "simple":
-        return new SimpleQueue();
-      default:
-        return new Queue();
-    }
-  } finally {
-    adopting = undefined;
+  const { kind, buffer } = raw as QueueData;
+  switch (kind) {
+    case "joinable":
+      return new JoinableQueue(kAttach, buffer);
+    case "simple":
+      return new SimpleQueue(kAttach, buffer);
+    default:
+      return new Queue(kAttach, buffer);
   }
 });
 

@@ -62,24 +62,27 @@
 import {
   type AnyTypedArray,
   checkElement,
-  describeValue,
   type ElementOf,
-  isMainModule,
-  kShare,
-  parseCli,
-  registerShareable,
-  type ShareContext,
-  type SharedHandle,
   type Typecode,
   type TypecodeInfo,
   typecodeInfo,
-} from "./_util.ts";
-import { Lock, RLock } from "./sync.ts";
+} from "./_core/typecodes.ts";
+import { describeValue } from "./_core/errors.ts";
+import { isMainModule } from "./_core/runtime.ts";
+import {
+  kAttach,
+  kShare,
+  registerShareable,
+  type SharedHandle,
+} from "./_core/share.ts";
+import { parseCli } from "./_demo.ts";
+import { Lock, RLock } from "./_sync/lock.ts";
 
-export { kShare } from "./_util.ts";
-export type { ShareContext, SharedHandle, WaitOptions } from "./_util.ts";
-export type { Lock, RLock } from "./sync.ts";
-export { checkElement, typecodeInfo, TYPECODES } from "./_util.ts";
+export { kShare } from "./_core/share.ts";
+export type { ShareContext, SharedHandle } from "./_core/share.ts";
+export type { WaitOptions } from "./_core/deadline.ts";
+export type { Lock, RLock } from "./_sync/lock.ts";
+export { checkElement, typecodeInfo, TYPECODES } from "./_core/typecodes.ts";
 export type {
   AnyTypedArray,
   BigTypecode,
@@ -87,7 +90,7 @@ export type {
   Typecode,
   TypecodeInfo,
   TypedArrayOf,
-} from "./_util.ts";
+} from "./_core/typecodes.ts";
 
 function checkDelta(t: TypecodeInfo, delta: unknown, what: string): void {
   if (t.kind === "big") {
@@ -162,8 +165,18 @@ export function noLockError(what: string): TypeError {
 
 // -- RawValue and Value ------------------------------------------------------
 
-/** The reviver hands the received memory to the constructor. */
-let adopting: SharedArrayBuffer | undefined;
+/** What a value's handle carries (`lock: false`: a `RawValue`). */
+interface ValueData {
+  buffer: SharedArrayBuffer;
+  typecode: Typecode;
+  lock: Lock | RLock | null | false;
+}
+
+/** How a value reads and writes its element (by kind of typecode). */
+const INT = 0;
+const BIG = 1;
+const FLOAT = 2;
+type Kind = typeof INT | typeof BIG | typeof FLOAT;
 
 /** Module-private access to a value's memory. */
 let bufferOf: (v: RawValue) => SharedArrayBuffer;
@@ -194,7 +207,7 @@ const f32Bits = new Int32Array(f32.buffer);
 export class RawValue<C extends Typecode = Typecode> {
   readonly #t: TypecodeInfo;
   readonly #a: AnyTypedArray;
-  readonly #kind: 0 | 1 | 2;
+  readonly #kind: Kind;
   readonly #bits: Int32Array | BigInt64Array | undefined;
   readonly #scratch: AnyTypedArray;
 
@@ -206,15 +219,20 @@ export class RawValue<C extends Typecode = Typecode> {
    * @throws {TypeError} If the typecode is unknown or `initial` does not
    *   fit it.
    */
-  constructor(typecode: C, initial?: ElementOf<C>) {
+  constructor(typecode: C, initial?: ElementOf<C>);
+  /** @ignore */
+  constructor(attach: typeof kAttach, data: ValueData);
+  constructor(
+    typecode: C | typeof kAttach,
+    initial?: ElementOf<C> | ValueData,
+  ) {
     const what = `create ${new.target.name}`;
-    const t = typecodeInfo(typecode, what);
-    const adopted = adopting;
-    adopting = undefined;
-    const buffer = adopted ?? new SharedArrayBuffer(8);
+    const adopted = typecode === kAttach ? initial as ValueData : undefined;
+    const t = typecodeInfo(adopted ? adopted.typecode : typecode, what);
+    const buffer = adopted?.buffer ?? new SharedArrayBuffer(8);
     this.#t = t;
     this.#a = new t.ctor(buffer).subarray(0, 1);
-    this.#kind = t.kind === "int" ? 0 : t.kind === "big" ? 1 : 2;
+    this.#kind = t.kind === "int" ? INT : t.kind === "big" ? BIG : FLOAT;
     this.#scratch = new t.ctor(new ArrayBuffer(8)).subarray(0, 1);
     this.#bits = t.kind !== "float"
       ? undefined
@@ -238,7 +256,7 @@ export class RawValue<C extends Typecode = Typecode> {
 
   /** The current value (a `bigint` for 64-bit codes). */
   get value(): ElementOf<C> {
-    return (this.#kind === 2
+    return (this.#kind === FLOAT
       ? this.#a[0]
       : Atomics.load(this.#a as Int32Array, 0)) as ElementOf<C>;
   }
@@ -251,7 +269,7 @@ export class RawValue<C extends Typecode = Typecode> {
   set value(v: ElementOf<C>) {
     const t = this.#t;
     switch (this.#kind) {
-      case 0:
+      case INT:
         if (
           typeof v === "number" && Number.isInteger(v) &&
           v >= (t.min as number) && v <= (t.max as number)
@@ -260,7 +278,7 @@ export class RawValue<C extends Typecode = Typecode> {
           return;
         }
         break;
-      case 1:
+      case BIG:
         if (
           typeof v === "bigint" && v >= (t.min as bigint) &&
           v <= (t.max as bigint)
@@ -301,11 +319,11 @@ export class RawValue<C extends Typecode = Typecode> {
   add(delta: ElementOf<C>): ElementOf<C> {
     const s = this.#scratch;
     switch (this.#kind) {
-      case 0:
+      case INT:
         if (typeof delta !== "number" || !Number.isSafeInteger(delta)) break;
         s[0] = Atomics.add(this.#a as Int32Array, 0, delta) + delta;
         return s[0] as ElementOf<C>;
-      case 1:
+      case BIG:
         if (typeof delta !== "bigint") break;
         s[0] = Atomics.add(this.#a as BigInt64Array, 0, delta) + delta;
         return s[0] as ElementOf<C>;
@@ -349,7 +367,7 @@ export class RawValue<C extends Typecode = Typecode> {
     const t = this.#t;
     checkElement(t, expected, "compareExchange");
     checkElement(t, next, "compareExchange");
-    if (this.#kind !== 2) {
+    if (this.#kind !== FLOAT) {
       return Atomics.compareExchange(
         this.#a as Int32Array,
         0,
@@ -419,18 +437,18 @@ export class RawValue<C extends Typecode = Typecode> {
    * import { kShare, RawValue } from "@dmp/multiprocessing/value";
    * import { strict as assert } from "node:assert";
    *
-   * assert.equal(new RawValue("i")[kShare]({ transfer: [], afterSend() {} }).type, "value.value");
+   * assert.equal(new RawValue("i")[kShare]().type, "value.value");
    * ```
    *
-   * @param _context Unused.
    * @returns The handle.
    */
-  [kShare](_context?: ShareContext): SharedHandle {
-    return {
-      type: "value.value",
-      module: import.meta.url,
-      data: { buffer: bufferOf(this), typecode: this.#t.code, lock: false },
+  [kShare](): SharedHandle {
+    const data: ValueData = {
+      buffer: bufferOf(this),
+      typecode: this.#t.code as Typecode,
+      lock: false,
     };
+    return { type: "value.value", module: import.meta.url, data };
   }
 }
 
@@ -496,13 +514,19 @@ export class Value<C extends Typecode = Typecode> extends RawValue<C> {
    * @throws {TypeError} If the typecode is unknown, `initial` does not fit
    *   it, or `lock` is not a lock.
    */
-  constructor(typecode: C, initial?: ElementOf<C>, options: ValueOptions = {}) {
-    const adoptedLock = adoptingLock;
-    adoptingLock = undefined;
-    const lock = adoptedLock !== undefined
-      ? adoptedLock
+  constructor(typecode: C, initial?: ElementOf<C>, options?: ValueOptions);
+  /** @ignore */
+  constructor(attach: typeof kAttach, data: ValueData);
+  constructor(
+    typecode: C | typeof kAttach,
+    initial?: ElementOf<C> | ValueData,
+    options: ValueOptions = {},
+  ) {
+    const lock = typecode === kAttach
+      ? (initial as ValueData).lock || null
       : lockOption(options?.lock, "create Value");
-    super(typecode, initial);
+    // A pass-through: (typecode, initial) or (kAttach, data), as received.
+    super(typecode as C, initial as ElementOf<C>);
     this.#lock = lock;
   }
 
@@ -535,42 +559,26 @@ export class Value<C extends Typecode = Typecode> extends RawValue<C> {
    * import { kShare, Value } from "@dmp/multiprocessing/value";
    * import { strict as assert } from "node:assert";
    *
-   * assert.equal(new Value("i")[kShare]({ transfer: [], afterSend() {} }).type, "value.value");
+   * assert.equal(new Value("i")[kShare]().type, "value.value");
    * ```
    *
-   * @param _context Unused.
    * @returns The handle.
    */
-  override [kShare](_context?: ShareContext): SharedHandle {
-    return {
-      type: "value.value",
-      module: import.meta.url,
-      data: {
-        buffer: bufferOf(this),
-        typecode: this.typecode,
-        lock: this.#lock ?? null,
-      },
+  override [kShare](): SharedHandle {
+    const data: ValueData = {
+      buffer: bufferOf(this),
+      typecode: this.typecode as Typecode,
+      lock: this.#lock ?? null,
     };
+    return { type: "value.value", module: import.meta.url, data };
   }
 }
 
-let adoptingLock: Lock | RLock | null | undefined;
-
 registerShareable("value.value", (d) => {
-  const data = d as {
-    buffer: SharedArrayBuffer;
-    typecode: Typecode;
-    lock: Lock | RLock | null | false;
-  };
-  adopting = data.buffer;
-  try {
-    if (data.lock === false) return new RawValue(data.typecode);
-    adoptingLock = data.lock;
-    return new Value(data.typecode);
-  } finally {
-    adopting = undefined;
-    adoptingLock = undefined;
-  }
+  const data = d as ValueData;
+  return data.lock === false
+    ? new RawValue(kAttach, data)
+    : new Value(kAttach, data);
 });
 
 // -- Demo --------------------------------------------------------------------

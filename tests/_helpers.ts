@@ -7,7 +7,7 @@
  */
 
 import { strict as assert } from "node:assert";
-import { liveWorkerCount } from "../patterns/_util.ts";
+import { liveWorkerCount } from "../patterns/_core/worker.ts";
 
 /**
  * Registers a test that must end with zero live workers. Sanitizers are on

@@ -7,7 +7,7 @@ import {
   RemoteError,
   WorkerCrashedError,
 } from "../patterns/cube.ts";
-import { liveWorkerCount } from "../patterns/_util.ts";
+import { liveWorkerCount } from "../patterns/_core/worker.ts";
 import { Counter } from "./fixtures/counter.ts";
 import { mpTest, range } from "./_helpers.ts";
 
@@ -723,7 +723,10 @@ mpTest("cube.ts works when imported by an http:// URL", async () => {
     onListen() {},
   }, async (req) => {
     const name = new URL(req.url).pathname.replace(/^\/patterns\//, "");
-    if (!/^[\w.]+\.ts$/.test(name)) return new Response("no", { status: 404 });
+    // Files in subfolders too (`_pool/pool.ts`), but no `..` segment.
+    if (!/^(?:\w[\w.]*\/)*\w[\w.]*\.ts$/.test(name)) {
+      return new Response("no", { status: 404 });
+    }
     try {
       const body = await Deno.readFile(new URL(name, root));
       return new Response(body, {

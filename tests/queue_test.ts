@@ -8,7 +8,8 @@ import {
   Queue,
   SimpleQueue,
 } from "../patterns/queue.ts";
-import { kShare, type ShareContext, waitAsync } from "../patterns/_util.ts";
+import { kShare, type ShareContext } from "../patterns/_core/share.ts";
+import { waitAsync } from "../patterns/_core/wait.ts";
 import { mpTest } from "./_helpers.ts";
 
 Deno.test.sanitizer({ ops: true, resources: true });

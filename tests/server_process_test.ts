@@ -13,14 +13,9 @@ import {
   serve,
 } from "../patterns/server_process.ts";
 import { Pool, Process } from "../patterns/cube.ts";
-import {
-  FramedSocket,
-  hmacKey,
-  nonce,
-  proof,
-  PROTOCOL,
-  PROTOCOL_VERSION,
-} from "../patterns/_manager_codec.ts";
+import { FramedSocket } from "../patterns/_manager/frames.ts";
+import { hmacKey, nonce, proof } from "../patterns/_manager/handshake.ts";
+import { PROTOCOL, PROTOCOL_VERSION } from "../patterns/_manager/protocol.ts";
 import { mpTest } from "./_helpers.ts";
 import type { Counter } from "./fixtures/manager_counter.ts";
 

@@ -1,12 +1,13 @@
 /**
- * The worker side of `Process` and `Pool` (cube.ts): it compiles or imports
- * task functions, runs batches of jobs one at a time, records which job and
- * item it is running in shared memory (so the pool can tell a crash or a
- * timeout apart from a finished task), and posts results back in batches.
+ * The worker side of `Process` and `Pool`: it compiles or imports task
+ * functions, runs batches of jobs one at a time, records which job and item
+ * it is running in shared memory (so the pool can tell a crash or a timeout
+ * apart from a finished task), and posts results back in batches.
  *
- * Messages in (after the runtime's init message):
- * - `setup`: the state buffer, the pool's module and initializer;
- * - `run`: task definitions and jobs `[seq, fnId, mode, payload]`;
+ * Messages in (after the runtime's init message), as `protocol.ts` types
+ * them:
+ * - `setup`: the slot's shared memory, the pool's module and initializer;
+ * - `run`: task definitions and a batch of jobs;
  * - `process`: one target to run, after which the worker reports its exit.
  *
  * Messages out: `ready`, `done` (job results), `setup-error`, `exit`.
@@ -14,94 +15,24 @@
  * @module
  */
 
+import { compileTask, explainTaskError } from "../_core/task.ts";
+import { currentThreadName, stopRequested } from "../_core/runtime.ts";
+import { decodeShared, encodeShared } from "../_core/share.ts";
+import { type ErrorInfo, errorInfo } from "../_core/errors.ts";
+import { installWorkerRuntime } from "../_core/worker.ts";
 import {
-  compileTask,
-  currentThreadName,
-  decodeShared,
-  encodeShared,
-  type ErrorInfo,
-  errorInfo,
-  explainTaskError,
-  installWorkerRuntime,
-  stopRequested,
-} from "./_util.ts";
-
-export type { ErrorInfo } from "./_util.ts";
-
-/** How a task is defined: `[fnId, "src" | "export", text]`. */
-export type TaskDef = [number, "src" | "export", string];
-
-/**
- * A batch of jobs, in columns: job `j` is `seqs[j]`, runs task `fns[j]` in
- * mode `modes[j]` (0: `fn(item)`, 1: `fn(...args)`) over the next `lens[j]`
- * entries of `items`.
- */
-export interface RunMsg {
-  /** The message type. */
-  t: "run";
-  /** Task definitions this worker has not seen yet. */
-  defs: TaskDef[];
-  /** Whether `items` holds shared-object handles to decode. */
-  handles: boolean;
-  /** Job sequence numbers. */
-  seqs: number[];
-  /** Task ids. */
-  fns: number[];
-  /** Call modes. */
-  modes: Array<0 | 1>;
-  /** Items per job. */
-  lens: number[];
-  /** All items, job after job. */
-  items: unknown[];
-}
-
-/** A failed job: `[seq, error, itemIndex, badTask]`. */
-export type JobError = [number, ErrorInfo, number, boolean];
-
-/** The results of a run of jobs, in dispatch order. */
-export interface DoneMsg {
-  /** The message type. */
-  t: "done";
-  /** The finished jobs' sequence numbers, in order. */
-  seqs: number[];
-  /** The values of the jobs that succeeded, job after job. */
-  values: unknown[];
-  /** Whether `values` holds shared-object handles to decode. */
-  handles: boolean;
-  /** The jobs that failed. */
-  errors: JobError[];
-  /** The time spent on these jobs, in ms. */
-  ms: number;
-  /** The number of items run. */
-  n: number;
-}
-
-/** The messages the main thread sends to this worker. */
-export type ToWorker =
-  | {
-    t: "setup";
-    state: SharedArrayBuffer;
-    timed: boolean;
-    module?: string;
-    initializer?: TaskDef;
-    initArgs?: unknown[];
-    handles?: boolean;
-  }
-  | RunMsg
-  | {
-    t: "process";
-    module?: string;
-    target: TaskDef;
-    args: unknown[];
-    handles: boolean;
-  };
-
-/** The messages this worker sends to the main thread. */
-export type FromWorker =
-  | { t: "ready" }
-  | DoneMsg
-  | { t: "setup-error"; error: ErrorInfo }
-  | { t: "exit"; code: number };
+  CALL_ITEM,
+  type DoneMsg,
+  type FromWorker,
+  IDLE,
+  type JobError,
+  type ProcessMsg,
+  type RunMsg,
+  type SetupMsg,
+  slotViews,
+  type TaskDef,
+  type ToWorker,
+} from "./protocol.ts";
 
 type Task = {
   fn?: (...args: unknown[]) => unknown;
@@ -240,10 +171,9 @@ async function resolveTask(def: TaskDef): Promise<Task> {
 function onMessage(msg: ToWorker): void {
   switch (msg.t) {
     case "setup":
-      state = new Int32Array(msg.state, 0, 2);
-      started = new Float64Array(msg.state, 8, 1);
+      ({ state, started } = slotViews(msg.state));
       timed = msg.timed;
-      Atomics.store(state, 0, -1);
+      Atomics.store(state, 0, IDLE);
       moduleUrl = msg.module;
       setupDone = setup(msg);
       break;
@@ -257,7 +187,7 @@ function onMessage(msg: ToWorker): void {
   }
 }
 
-async function setup(msg: Extract<ToWorker, { t: "setup" }>): Promise<boolean> {
+async function setup(msg: SetupMsg): Promise<boolean> {
   try {
     if (moduleUrl) await loadModule();
     if (msg.initializer) {
@@ -344,7 +274,7 @@ async function runBatch(msg: RunMsg): Promise<void> {
       for (; i < len; i++) {
         state[1] = i;
         if (timed) started[0] = now();
-        let r = mode === 0
+        let r = mode === CALL_ITEM
           ? fn(items[at + i])
           : fn(...(items[at + i] as unknown[]));
         if (isThenable(r)) r = await r;
@@ -355,7 +285,7 @@ async function runBatch(msg: RunMsg): Promise<void> {
       values.length = mark;
       out.errors.push([seq, explainTaskError(e, task.fromSource), i, false]);
     }
-    Atomics.store(state, 0, -1);
+    Atomics.store(state, 0, IDLE);
     // Recorded only once finished: a flush while the job runs (the task
     // closing its worker) must not report it as done.
     out.seqs.push(seq);
@@ -372,9 +302,7 @@ async function runBatch(msg: RunMsg): Promise<void> {
   }
 }
 
-async function runProcess(
-  msg: Extract<ToWorker, { t: "process" }>,
-): Promise<void> {
+async function runProcess(msg: ProcessMsg): Promise<void> {
   moduleUrl = msg.module;
   const ends: Array<() => void> = [];
   let code = 0;

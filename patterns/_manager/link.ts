@@ -9,10 +9,10 @@
  * briefly before they sleep.
  *
  * ```ts
- * import { MARKER, Ring } from "./_manager_ring.ts";
+ * import { MARKER, TextRing } from "./link.ts";
  * import { strict as assert } from "node:assert";
  *
- * const ring = new Ring(Ring.allocate(1024));
+ * const ring = new TextRing(TextRing.allocate(1024));
  * assert.ok(ring.write('{"a":1}'));
  * assert.ok(ring.writeMarker());
  * assert.equal(ring.read(), '{"a":1}');
@@ -22,6 +22,10 @@
  *
  * @module
  */
+
+import type { LinkMemory } from "./protocol.ts";
+
+export type { LinkMemory };
 
 /** Control words: write position, read position, wake sequence, sleeping. */
 const TAIL = 0;
@@ -33,7 +37,7 @@ export const SLEEPING = 3;
 const CTRL_BYTES = 16;
 const MARK = 0xffffffff;
 
-/** What {@linkcode Ring.read} returns for a record that went by the port. */
+/** What {@linkcode TextRing.read} returns for a record that went by the port. */
 export const MARKER: unique symbol = Symbol("marker");
 
 const encoder = new TextEncoder();
@@ -41,7 +45,7 @@ const decoder = new TextDecoder();
 let scratch = new Uint8Array(4096);
 
 /** One direction of a local connection. */
-export class Ring {
+export class TextRing {
   /** The control words. */
   readonly ctrl: Int32Array;
   readonly #data: Uint8Array;
@@ -62,7 +66,7 @@ export class Ring {
   /**
    * Attaches to a ring's memory.
    *
-   * @param sab The buffer from {@linkcode Ring.allocate}.
+   * @param sab The buffer from {@linkcode TextRing.allocate}.
    * @param offset Where the ring starts in it.
    * @param length Its size in bytes (default: to the end).
    */
@@ -169,28 +173,8 @@ export class Ring {
   }
 }
 
-/** The memory of one local connection: a ring each way. */
-export interface LinkMemory {
-  /** The buffer holding both rings. */
-  sab: SharedArrayBuffer;
-  /** Bytes per ring. */
-  ringBytes: number;
-}
-
 /**
  * Allocates a connection's two rings.
- *
- * @example Usage
- * ```ts
- * import { allocateLink, openLink } from "./_manager_ring.ts";
- * import { strict as assert } from "node:assert";
- *
- * const mem = allocateLink();
- * const client = openLink(mem, "client");
- * const server = openLink(mem, "server");
- * client.out.write("hi");
- * assert.equal(server.in.read(), "hi");
- * ```
  *
  * @param capacity Data bytes per ring (a power of two).
  * @returns The memory.
@@ -210,9 +194,9 @@ export function allocateLink(capacity = 32 * 1024): LinkMemory {
 export function openLink(
   mem: LinkMemory,
   side: "client" | "server",
-): { in: Ring; out: Ring } {
-  const a = new Ring(mem.sab, 0, mem.ringBytes);
-  const b = new Ring(mem.sab, mem.ringBytes, mem.ringBytes);
+): { in: TextRing; out: TextRing } {
+  const a = new TextRing(mem.sab, 0, mem.ringBytes);
+  const b = new TextRing(mem.sab, mem.ringBytes, mem.ringBytes);
   return side === "client" ? { out: a, in: b } : { out: b, in: a };
 }
 
@@ -223,7 +207,7 @@ export function openLink(
  *
  * @example Usage
  * ```ts
- * import { allocateLink, Link } from "./_manager_ring.ts";
+ * import { allocateLink, Link } from "./link.ts";
  * import { strict as assert } from "node:assert";
  *
  * const mem = allocateLink(1024);
@@ -240,9 +224,9 @@ export function openLink(
  */
 export class Link {
   /** The ring this side reads. */
-  readonly in: Ring;
+  readonly in: TextRing;
   /** The ring this side writes. */
-  readonly out: Ring;
+  readonly out: TextRing;
   readonly #port: MessagePort;
   readonly #onMessage: (m: unknown) => void;
   readonly #onSent: () => void;
@@ -380,7 +364,7 @@ export class Link {
  *
  * @example Usage
  * ```ts
- * import { SpinPolicy } from "./_manager_ring.ts";
+ * import { SpinPolicy } from "./link.ts";
  * import { strict as assert } from "node:assert";
  *
  * const spin = new SpinPolicy(1000);

@@ -7,14 +7,12 @@
  * @module
  */
 
-import { errorInfo, installWorkerRuntime } from "./_util.ts";
-import {
-  loadRegister,
-  LocalHub,
-  type RegisteredType,
-  ServerCore,
-} from "./_manager_server.ts";
-import type { LinkMemory } from "./_manager_ring.ts";
+import { errorInfo } from "../../_core/errors.ts";
+import { installWorkerRuntime } from "../../_core/worker.ts";
+import type { LinkMemory } from "../protocol.ts";
+import { ServerCore } from "./core.ts";
+import { loadRegister, type RegisteredType } from "./hosted.ts";
+import { LocalHub } from "./hub.ts";
 
 /** Whether this module runs as a worker's entry (not imported elsewhere). */
 const inWorker = "WorkerGlobalScope" in globalThis;

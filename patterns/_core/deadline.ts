@@ -1,0 +1,116 @@
+/**
+ * Timeouts and abort signals: the options every blocking call takes, their
+ * checks, and the deadline wrapper for calls that cannot take a signal.
+ *
+ * @module
+ */
+
+import { describeValue, timeoutError } from "./errors.ts";
+
+/**
+ * The options every call that may wait takes.
+ */
+export interface WaitOptions {
+  /**
+   * How long to wait, in milliseconds. `undefined` or `Infinity` waits
+   * forever; `0` only tries.
+   */
+  timeout?: number;
+  /** Aborting it rejects the call with the signal's `reason`. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Checks a `timeout` option and turns it into a number of milliseconds
+ * (`Infinity` when absent).
+ *
+ * @param timeout The option as given.
+ * @param what The call, for the error message.
+ * @returns The timeout in milliseconds.
+ * @throws {TypeError} If it is not a number.
+ * @throws {RangeError} If it is negative or NaN.
+ */
+export function checkTimeout(timeout: unknown, what: string): number {
+  if (timeout === undefined || timeout === null) return Infinity;
+  if (typeof timeout !== "number") {
+    throw new TypeError(
+      `Cannot ${what}: timeout must be a number of milliseconds, received ${
+        describeValue(timeout)
+      }`,
+    );
+  }
+  if (!(timeout >= 0)) {
+    throw new RangeError(
+      `Cannot ${what}: timeout must be a non-negative number of milliseconds, received ${timeout}`,
+    );
+  }
+  return timeout;
+}
+
+/**
+ * Throws the signal's reason when it is aborted.
+ *
+ * @param signal The signal, if any.
+ */
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw signal.reason;
+}
+
+/**
+ * Races `promise` against a timeout and an abort signal. On timeout it
+ * rejects with `onTimeout()` (or a `TimeoutError`); on abort with the
+ * signal's reason. Timers and listeners are removed when it settles.
+ *
+ * @typeParam T The promise's value.
+ * @param promise What to wait for.
+ * @param options `timeout` and `signal`.
+ * @param what The operation, for the timeout message.
+ * @param onTimeout Makes the timeout's rejection value, or a value to
+ *   resolve with when it returns `{ value }`.
+ * @returns The promise's value.
+ */
+export function withDeadline<T>(
+  promise: Promise<T>,
+  options: WaitOptions,
+  what: string,
+  onTimeout?: () => { value: T } | unknown,
+): Promise<T> {
+  const timeout = checkTimeout(options.timeout, what);
+  const signal = options.signal;
+  if (timeout === Infinity && !signal) return promise;
+  return new Promise<T>((resolve, reject) => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const done = () => {
+      if (timer !== undefined) clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+    };
+    const onAbort = () => {
+      done();
+      reject(signal!.reason);
+    };
+    if (signal?.aborted) return reject(signal.reason);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    if (timeout !== Infinity) {
+      timer = setTimeout(() => {
+        done();
+        const r = onTimeout?.();
+        if (r && typeof r === "object" && "value" in r) resolve(r.value as T);
+        else {
+          reject(
+            r ?? timeoutError(`${what} timed out after ${timeout} ms`),
+          );
+        }
+      }, timeout);
+    }
+    promise.then(
+      (v) => {
+        done();
+        resolve(v);
+      },
+      (e) => {
+        done();
+        reject(e);
+      },
+    );
+  });
+}

@@ -1,0 +1,485 @@
+/**
+ * {@linkcode Manager}: the handle on a manager server, embedded
+ * (`Manager.start()` runs the server in its own worker) or remote
+ * (`Manager.connect()`), with the factories that make objects there.
+ *
+ * @module
+ */
+
+import { checkTimeout } from "../_core/deadline.ts";
+import {
+  ClosedError,
+  describeValue,
+  reviveError,
+  WorkerCrashedError,
+} from "../_core/errors.ts";
+import { currentThreadId } from "../_core/runtime.ts";
+import { isPlainObject } from "../_core/walk.ts";
+import { type ManagedWorker, spawnWorker } from "../_core/worker.ts";
+import { authkeyBytes } from "./handshake.ts";
+import { allocateLink } from "./link.ts";
+import type { DictKey, TypeId } from "./protocol.ts";
+import { ERROR_CLASSES, ManagerClient } from "./client.ts";
+import type { ServerStats } from "./server/core.ts";
+import type { RegisteredType } from "./server/hosted.ts";
+import {
+  type ArrayProxy,
+  type BarrierProxy,
+  type BoundedSemaphoreProxy,
+  type ConditionProxy,
+  type DictProxy,
+  type EventProxy,
+  type JoinableQueueProxy,
+  type ListProxy,
+  type LockProxy,
+  type NamespaceProxy,
+  PROXIES,
+  type QueueProxy,
+  type Remote,
+  type RLockProxy,
+  type SemaphoreProxy,
+  type ValueProxy,
+} from "./proxies/mod.ts";
+
+/**
+ * Options of {@linkcode Manager.start}.
+ *
+ * @example Usage
+ * ```ts
+ * import { Manager, type ManagerStartOptions } from "@dmp/multiprocessing/server-process";
+ * import { strict as assert } from "node:assert";
+ *
+ * const source = "export class Greeter { hello(name) { return `hello ${name}`; } }";
+ * const options: ManagerStartOptions = {
+ *   name: "greeting-server",
+ *   register: {
+ *     Greeter: { module: `data:text/javascript,${encodeURIComponent(source)}`, export: "Greeter" },
+ *   },
+ * };
+ * await using manager = await Manager.start(options);
+ * const greeter = await manager.create<{ hello(name: string): string }>("Greeter");
+ * assert.equal(await greeter.hello("Deno"), "hello Deno");
+ * ```
+ */
+export interface ManagerStartOptions {
+  /**
+   * User types the server hosts: type id → `{ module, export }` (a class
+   * exported by a module the server worker imports).
+   */
+  register?: Record<string, RegisteredType>;
+  /** The server worker's name (default `Manager-<n>`). */
+  name?: string;
+}
+
+/**
+ * Options of {@linkcode Manager.connect}.
+ *
+ * @example Usage
+ * ```ts
+ * import { Manager, type ManagerConnectOptions, serve } from "@dmp/multiprocessing/server-process";
+ * import { strict as assert } from "node:assert";
+ *
+ * await using server = await serve({ port: 0, authkey: "secret" });
+ * const options: ManagerConnectOptions = {
+ *   hostname: "127.0.0.1",
+ *   port: server.addr.port,
+ *   authkey: "secret",
+ *   timeout: 5000,
+ * };
+ * await using manager = await Manager.connect(options);
+ * assert.deepEqual(manager.address, { hostname: "127.0.0.1", port: server.addr.port });
+ * ```
+ */
+export interface ManagerConnectOptions {
+  /** The server's host (default `"127.0.0.1"`). */
+  hostname?: string;
+  /** The server's port. */
+  port: number;
+  /** The shared secret: a non-empty string or `Uint8Array`. */
+  authkey: string | Uint8Array;
+  /** How long the connection and handshake may take, in ms (default 10 s). */
+  timeout?: number;
+}
+
+/**
+ * Options of {@linkcode Manager.barrier}.
+ *
+ * @example Usage
+ * ```ts
+ * import {
+ *   BrokenBarrierError,
+ *   Manager,
+ *   type ManagerBarrierOptions,
+ * } from "@dmp/multiprocessing/server-process";
+ * import { strict as assert } from "node:assert";
+ *
+ * await using manager = await Manager.start();
+ * const options: ManagerBarrierOptions = { timeout: 10 };
+ * const barrier = await manager.barrier(2, options);
+ * // Only one of the two parties arrives: its wait times out and breaks the barrier.
+ * await assert.rejects(barrier.wait(), BrokenBarrierError);
+ * ```
+ */
+export interface ManagerBarrierOptions {
+  /** The default timeout of each `wait`, in ms. */
+  timeout?: number;
+}
+
+let managerCount = 0;
+
+/**
+ * A handle on a manager server: an embedded one (`Manager.start()`, the
+ * server runs in its own worker) or a remote one (`Manager.connect()`).
+ * Its factories make objects in the server and return proxies.
+ *
+ * @example Usage
+ * ```ts
+ * import { Manager } from "@dmp/multiprocessing/server-process";
+ * import { strict as assert } from "node:assert";
+ *
+ * const manager = await Manager.start();
+ * const v = await manager.value("d", 1.5);
+ * assert.equal(await v.get(), 1.5);
+ * await manager.shutdown();
+ * await assert.rejects(v.get(), { name: "ClosedError" });
+ * ```
+ */
+export class Manager implements AsyncDisposable {
+  readonly #client: ManagerClient;
+  readonly #worker: ManagedWorker | undefined;
+  #down = false;
+
+  /**
+   * Wraps a connection; managers are made by {@linkcode Manager.start} and
+   * {@linkcode Manager.connect}, not by user code.
+   *
+   * @param client The connection (internal).
+   * @param worker The embedded server's worker (internal).
+   */
+  constructor(client: unknown, worker?: unknown) {
+    if (!(client instanceof ManagerClient)) {
+      throw new TypeError(
+        "Cannot make a Manager directly: use Manager.start() or Manager.connect()",
+      );
+    }
+    this.#client = client;
+    this.#worker = worker as ManagedWorker | undefined;
+  }
+
+  /**
+   * Starts a manager server in its own worker.
+   *
+   * @param options Registered types and the worker's name.
+   * @returns The manager.
+   */
+  static async start(options: ManagerStartOptions = {}): Promise<Manager> {
+    const name = options.name ?? `Manager-${++managerCount}`;
+    const register: Record<string, RegisteredType> = {};
+    for (const [k, v] of Object.entries(options.register ?? {})) {
+      register[k] = { module: String(v.module), export: v.export };
+    }
+    const ch = new MessageChannel();
+    const mem = allocateLink();
+    const bell = new SharedArrayBuffer(8);
+    let settle!: (e?: Error) => void;
+    const ready = new Promise<void>((resolve, reject) => {
+      settle = (e) => e ? reject(e) : resolve();
+    });
+    const holder: { client?: ManagerClient } = {};
+    const worker = spawnWorker(
+      new URL("./server/worker.ts", import.meta.url),
+      {
+        name,
+        onMessage(data) {
+          const d = data as { ready?: boolean; error?: unknown };
+          if (d.ready) settle();
+          else if (d.error) {
+            settle(
+              reviveError(
+                d.error as { name: string; message: string; stack: string },
+                ERROR_CLASSES,
+              ),
+            );
+          }
+        },
+        onDeath(death) {
+          settle(new WorkerCrashedError(death.reason));
+          holder.client?.fail(
+            `the manager's server worker is gone (${death.reason})`,
+          );
+        },
+      },
+    );
+    worker.postMessage({
+      port: ch.port2,
+      mem,
+      bell,
+      threadId: currentThreadId(),
+      register,
+    }, [ch.port2]);
+    try {
+      await ready;
+    } catch (e) {
+      worker.terminate();
+      ch.port1.close();
+      throw e;
+    }
+    const client = ManagerClient.local(
+      PROXIES,
+      ch.port1,
+      mem,
+      bell,
+      `local:${worker.threadId}:${crypto.randomUUID()}`,
+      worker.threadId,
+    );
+    holder.client = client;
+    return new Manager(client, worker);
+  }
+
+  /**
+   * Connects to a manager server started with {@linkcode serve}.
+   *
+   * @param options Where, and the authkey.
+   * @returns The manager.
+   * @throws {AuthenticationError} If either side refused the other's key.
+   * @throws {TypeError} If `authkey` is not a non-empty string or bytes.
+   */
+  static async connect(options: ManagerConnectOptions): Promise<Manager> {
+    const authkey = authkeyBytes(options.authkey, "connect");
+    const port = options.port;
+    if (!Number.isInteger(port) || port < 1 || port > 65535) {
+      throw new RangeError(
+        `Cannot connect: port must be an integer in 1..65535, received ${
+          describeValue(port)
+        }`,
+      );
+    }
+    const client = await ManagerClient.remoteClient(PROXIES, {
+      hostname: options.hostname ?? "127.0.0.1",
+      port,
+      authkey,
+    }, checkTimeout(options.timeout ?? 10_000, "connect"));
+    return new Manager(client);
+  }
+
+  /** Where the remote server is, or `null` for an embedded one. */
+  get address(): { hostname: string; port: number } | null {
+    const r = this.#client.remote;
+    return r ? { hostname: r.hostname, port: r.port } : null;
+  }
+
+  async #new<P>(type: TypeId, args: unknown[]): Promise<P> {
+    if (this.#down) {
+      throw new ClosedError(`Cannot make a ${type}: the manager is shut down`);
+    }
+    return await this.#client.call(0, "new", [type, ...args]) as P;
+  }
+
+  /**
+   * Makes a dict.
+   *
+   * @typeParam K The key type.
+   * @typeParam V The value type.
+   * @param init Initial pairs: a plain object, a `Map` or `[key, value]`
+   *   pairs.
+   * @returns Its proxy.
+   */
+  dict<K extends DictKey = string, V = unknown>(
+    init?: Record<string, V> | Map<K, V> | Iterable<readonly [K, V]>,
+  ): Promise<DictProxy<K, V>> {
+    const i = init === undefined || init instanceof Map || isPlainObject(init)
+      ? init
+      : Array.from(init as Iterable<readonly [K, V]>);
+    return this.#new("dict", [i]);
+  }
+
+  /**
+   * Makes a list.
+   *
+   * @typeParam T The item type.
+   * @param init Initial items.
+   * @returns Its proxy.
+   */
+  list<T = unknown>(init?: Iterable<T>): Promise<ListProxy<T>> {
+    return this.#new("list", [init === undefined ? undefined : [...init]]);
+  }
+
+  /**
+   * Makes a namespace.
+   *
+   * @typeParam T The attributes' shape.
+   * @param init Initial attributes.
+   * @returns Its proxy.
+   */
+  namespace<T extends Record<string, unknown> = Record<string, unknown>>(
+    init?: Partial<T>,
+  ): Promise<NamespaceProxy<T>> {
+    return this.#new("namespace", [init]);
+  }
+
+  /**
+   * Makes a Lock.
+   *
+   * @returns Its proxy.
+   */
+  lock(): Promise<LockProxy> {
+    return this.#new("lock", []);
+  }
+
+  /**
+   * Makes an RLock.
+   *
+   * @returns Its proxy.
+   */
+  rlock(): Promise<RLockProxy> {
+    return this.#new("rlock", []);
+  }
+
+  /**
+   * Makes a Semaphore.
+   *
+   * @param value The initial number of permits (default 1).
+   * @returns Its proxy.
+   */
+  semaphore(value = 1): Promise<SemaphoreProxy> {
+    return this.#new("semaphore", [value]);
+  }
+
+  /**
+   * Makes a BoundedSemaphore.
+   *
+   * @param value The initial (and largest) number of permits.
+   * @returns Its proxy.
+   */
+  boundedSemaphore(value = 1): Promise<BoundedSemaphoreProxy> {
+    return this.#new("boundedSemaphore", [value]);
+  }
+
+  /**
+   * Makes a Condition.
+   *
+   * @returns Its proxy.
+   */
+  condition(): Promise<ConditionProxy> {
+    return this.#new("condition", []);
+  }
+
+  /**
+   * Makes an Event.
+   *
+   * @returns Its proxy.
+   */
+  event(): Promise<EventProxy> {
+    return this.#new("event", []);
+  }
+
+  /**
+   * Makes a Barrier.
+   *
+   * @param parties How many parties it waits for.
+   * @param options The default `timeout` of each wait.
+   * @returns Its proxy.
+   */
+  barrier(
+    parties: number,
+    options: ManagerBarrierOptions = {},
+  ): Promise<BarrierProxy> {
+    return this.#new("barrier", [parties, options.timeout]);
+  }
+
+  /**
+   * Makes a Queue.
+   *
+   * @typeParam T The item type.
+   * @param maxsize Its bound (≤ 0: unbounded).
+   * @returns Its proxy.
+   */
+  queue<T = unknown>(maxsize = 0): Promise<QueueProxy<T>> {
+    return this.#new("queue", [maxsize]);
+  }
+
+  /**
+   * Makes a JoinableQueue.
+   *
+   * @typeParam T The item type.
+   * @param maxsize Its bound (≤ 0: unbounded).
+   * @returns Its proxy.
+   */
+  joinableQueue<T = unknown>(maxsize = 0): Promise<JoinableQueueProxy<T>> {
+    return this.#new("joinableQueue", [maxsize]);
+  }
+
+  /**
+   * Makes a Value.
+   *
+   * @typeParam T `number`, or `bigint` for `l L q Q`.
+   * @param typecode One of `b B h H i I l L q Q f d` (or `int8` … `float64`).
+   * @param value The initial value.
+   * @returns Its proxy.
+   */
+  value<T extends number | bigint = number>(
+    typecode: string,
+    value?: T,
+  ): Promise<ValueProxy<T extends number ? number : bigint>> {
+    return this.#new("value", [typecode, value]);
+  }
+
+  /**
+   * Makes an array.
+   *
+   * @typeParam T `number`, or `bigint` for `l L q Q`.
+   * @param typecode The typecode.
+   * @param init A size (zero-filled) or the initial items.
+   * @returns Its proxy.
+   */
+  array<T extends number | bigint = number>(
+    typecode: string,
+    init: number | Iterable<T>,
+  ): Promise<ArrayProxy<T extends number ? number : bigint>> {
+    return this.#new("array", [
+      typecode,
+      typeof init === "number" ? init : [...init],
+    ]);
+  }
+
+  /**
+   * Makes an instance of a registered type.
+   *
+   * @typeParam T The class's instance type.
+   * @param typeid The registered type id.
+   * @param args The constructor's arguments.
+   * @returns Its proxy.
+   */
+  async create<T = Record<string, unknown>>(
+    typeid: string,
+    ...args: unknown[]
+  ): Promise<Remote<T>> {
+    if (this.#down) {
+      throw new ClosedError(`Cannot create: the manager is shut down`);
+    }
+    return await this.#client.call(0, "create", [typeid, ...args]) as Remote<
+      T
+    >;
+  }
+
+  /** Returns the server's live object and connection counts. */
+  stats(): Promise<ServerStats> {
+    return this.#client.call(0, "stats", []) as Promise<ServerStats>;
+  }
+
+  /**
+   * Stops an embedded server (or disconnects from a remote one); later
+   * calls on its proxies reject with `ClosedError`. Idempotent.
+   */
+  async shutdown(): Promise<void> {
+    if (this.#down) return;
+    this.#down = true;
+    await this.#client.close();
+    this.#worker?.terminate();
+  }
+
+  /** Same as {@linkcode Manager.shutdown}. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.shutdown();
+  }
+}

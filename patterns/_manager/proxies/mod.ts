@@ -1,0 +1,151 @@
+/**
+ * How proxies are made: the type id → proxy class table,
+ * {@linkcode makeProxy}, the {@linkcode PROXIES} binding every
+ * {@linkcode ManagerClient} is given, and the reviver of a proxy that
+ * arrives in a worker (it connects the worker to the server). Re-exports
+ * every proxy class.
+ *
+ * @module
+ */
+
+import { currentThreadId } from "../../_core/runtime.ts";
+import { registerShareable } from "../../_core/share.ts";
+import {
+  isTypeId,
+  type LinkMemory,
+  type RefTag,
+  type TypeId,
+} from "../protocol.ts";
+import { ManagerClient, type ProxyBinding } from "../client.ts";
+import {
+  type BaseProxy,
+  finalizer,
+  refOf,
+  SHARE_TYPE,
+  stateOf,
+} from "./base.ts";
+import { DictProxy, ListProxy, NamespaceProxy } from "./collections.ts";
+import {
+  BarrierProxy,
+  BoundedSemaphoreProxy,
+  ConditionProxy,
+  EventProxy,
+  LockProxy,
+  RLockProxy,
+  SemaphoreProxy,
+} from "./sync.ts";
+import { JoinableQueueProxy, QueueProxy } from "./queue.ts";
+import { ArrayProxy, ValueProxy } from "./value.ts";
+import { ObjectProxy, wrapObject } from "./object.ts";
+
+export { BaseProxy } from "./base.ts";
+export type { DictKey } from "../protocol.ts";
+export { DictProxy, ListProxy, NamespaceProxy } from "./collections.ts";
+export {
+  BarrierProxy,
+  BoundedSemaphoreProxy,
+  ConditionProxy,
+  EventProxy,
+  LockProxy,
+  RLockProxy,
+  SemaphoreProxy,
+} from "./sync.ts";
+export { JoinableQueueProxy, QueueProxy } from "./queue.ts";
+export { ArrayProxy, ValueProxy } from "./value.ts";
+export { ObjectProxy, type Remote } from "./object.ts";
+
+/** A proxy class, as the table holds it. */
+type ProxyClass = new (client: unknown, id: number, type: string) => BaseProxy;
+
+/** The proxy class of each built-in type id. */
+const PROXY_CLASSES = {
+  dict: DictProxy,
+  list: ListProxy,
+  namespace: NamespaceProxy,
+  lock: LockProxy,
+  rlock: RLockProxy,
+  semaphore: SemaphoreProxy,
+  boundedSemaphore: BoundedSemaphoreProxy,
+  condition: ConditionProxy,
+  event: EventProxy,
+  barrier: BarrierProxy,
+  queue: QueueProxy,
+  joinableQueue: JoinableQueueProxy,
+  value: ValueProxy,
+  array: ArrayProxy,
+} satisfies Record<TypeId, ProxyClass>;
+
+/** The proxy of `ref` (a registered type's gets an {@linkcode ObjectProxy}). */
+export function makeProxy(client: ManagerClient, ref: RefTag): BaseProxy {
+  if (isTypeId(ref.type)) {
+    const Ctor: ProxyClass = PROXY_CLASSES[ref.type];
+    return new Ctor(client, ref.id, ref.type);
+  }
+  return wrapObject(new ObjectProxy(client, ref.id, ref.type));
+}
+
+/** The proxy binding of every client. */
+export const PROXIES: ProxyBinding = { refOf, make: makeProxy };
+
+interface ShareData {
+  id: number;
+  type: string;
+  serverId: string;
+  serverThread: number;
+  port?: MessagePort;
+  mem?: LinkMemory;
+  bell?: SharedArrayBuffer;
+  token?: string;
+  hostname?: string;
+  tcpPort?: number;
+  authkey?: Uint8Array;
+}
+
+const remoteClients = new Map<string, Promise<ManagerClient>>();
+
+registerShareable(SHARE_TYPE, (raw, context) => {
+  const data = raw as ShareData;
+  if (data.port) {
+    const client = ManagerClient.local(
+      PROXIES,
+      data.port,
+      data.mem!,
+      data.bell!,
+      data.serverId,
+      data.serverThread,
+    );
+    client.post({ x: "thread", t: currentThreadId() });
+    context.onTaskEnd(() => client.close());
+    return makeProxy(client, data);
+  }
+  const key = data.serverId;
+  let pc = remoteClients.get(key);
+  if (!pc) {
+    pc = ManagerClient.remoteClient(PROXIES, {
+      hostname: data.hostname!,
+      port: data.tcpPort!,
+      authkey: data.authkey!,
+    }, 10_000);
+    remoteClients.set(key, pc);
+    pc.catch(() => remoteClients.delete(key));
+  }
+  const placeholder = new ManagerClient(PROXIES, data.serverId, 0);
+  const proxy = makeProxy(placeholder, data);
+  const s = stateOf(proxy);
+  s.ready = pc.then(async (client) => {
+    client.uses++;
+    context.onTaskEnd(() => {
+      if (--client.uses === 0) {
+        remoteClients.delete(key);
+        client.close();
+      }
+    });
+    finalizer.unregister(proxy);
+    s.client = client;
+    finalizer.register(proxy, { client, id: data.id }, proxy);
+    await client.call(0, "claim", [data.token]);
+    s.ready = undefined;
+  });
+  s.ready.catch(() => {});
+  return proxy;
+});

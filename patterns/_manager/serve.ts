@@ -1,0 +1,145 @@
+/**
+ * {@linkcode serve}: a manager server on TCP in this thread, and the
+ * {@linkcode ManagerServer} handle it returns.
+ *
+ * @module
+ */
+
+import { describeValue } from "../_core/errors.ts";
+import { authkeyBytes } from "./handshake.ts";
+import { ServerCore, type ServerStats } from "./server/core.ts";
+import { loadRegister, type RegisteredType } from "./server/hosted.ts";
+import { startTcpServer, type TcpServer } from "./server/tcp.ts";
+
+/**
+ * Options of {@linkcode serve}.
+ *
+ * @example Usage
+ * ```ts
+ * import { Manager, serve, type ServeOptions } from "@dmp/multiprocessing/server-process";
+ * import { strict as assert } from "node:assert";
+ *
+ * const options: ServeOptions = {
+ *   hostname: "127.0.0.1",
+ *   port: 0,
+ *   authkey: new TextEncoder().encode("secret"),
+ *   maxFrameBytes: 1 << 20,
+ * };
+ * await using server = await serve(options);
+ * await using manager = await Manager.connect({ port: server.addr.port, authkey: "secret" });
+ * const l = await manager.list([1, 2]);
+ * assert.deepEqual(await l.toArray(), [1, 2]);
+ * ```
+ */
+export interface ServeOptions {
+  /** The interface to bind (default `"127.0.0.1"`: loopback only). */
+  hostname?: string;
+  /** The port; `0` picks a free one. */
+  port: number;
+  /** The shared secret: a non-empty string or `Uint8Array`. */
+  authkey: string | Uint8Array;
+  /** User types to host: type id → `{ module, export }`. */
+  register?: Record<string, RegisteredType>;
+  /** The largest frame accepted, in bytes (default 16 MiB). */
+  maxFrameBytes?: number;
+}
+
+/**
+ * A manager server listening on TCP, made by {@linkcode serve}.
+ *
+ * @example Usage
+ * ```ts
+ * import { Manager, serve } from "@dmp/multiprocessing/server-process";
+ * import { strict as assert } from "node:assert";
+ *
+ * await using server = await serve({ port: 0, authkey: "secret" });
+ * await using m = await Manager.connect({ port: server.addr.port, authkey: "secret" });
+ * const d = await m.dict({ a: 1 });
+ * assert.equal(await d.get("a"), 1);
+ * ```
+ */
+export class ManagerServer implements AsyncDisposable {
+  readonly #core: ServerCore;
+  readonly #tcp: TcpServer;
+
+  /**
+   * Wraps a running server (made by {@linkcode serve}).
+   *
+   * @param core The core (internal).
+   * @param tcp The listener (internal).
+   */
+  constructor(core: unknown, tcp: unknown) {
+    if (!(core instanceof ServerCore)) {
+      throw new TypeError("Cannot make a ManagerServer directly: use serve()");
+    }
+    this.#core = core;
+    this.#tcp = tcp as TcpServer;
+  }
+
+  /** Where it listens. */
+  get addr(): { hostname: string; port: number } {
+    return this.#tcp.addr;
+  }
+
+  /** Returns the live object and connection counts. */
+  stats(): ServerStats {
+    return this.#core.stats();
+  }
+
+  /** Resolves when the server has stopped. */
+  get finished(): Promise<void> {
+    return this.#tcp.finished;
+  }
+
+  /** Stops listening, disconnects every client and frees every object. */
+  shutdown(): Promise<void> {
+    return this.#tcp.shutdown();
+  }
+
+  /** Same as {@linkcode ManagerServer.shutdown}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.shutdown();
+  }
+}
+
+/**
+ * Starts a manager server on TCP in this thread. Clients authenticate with
+ * a mutual HMAC-SHA256 challenge-response (see `docs/manager-protocol.md`);
+ * a client with a wrong key gets `AuthenticationError`; a peer that sends
+ * anything malformed gets an error or loses its connection, and every
+ * other client is served on.
+ *
+ * @example Usage
+ * ```ts
+ * import { serve } from "@dmp/multiprocessing/server-process";
+ * import { strict as assert } from "node:assert";
+ *
+ * const server = await serve({ port: 0, authkey: "secret" });
+ * assert.equal(server.addr.hostname, "127.0.0.1");
+ * await server.shutdown();
+ * ```
+ *
+ * @param options Where, the key, and user types.
+ * @returns The running server.
+ * @throws {TypeError} If `authkey` is not a non-empty string or bytes.
+ */
+export async function serve(options: ServeOptions): Promise<ManagerServer> {
+  const authkey = authkeyBytes(options?.authkey, "serve");
+  const port = options.port;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new RangeError(
+      `Cannot serve: port must be an integer in 0..65535, received ${
+        describeValue(port)
+      }`,
+    );
+  }
+  const core = new ServerCore();
+  core.hosted = await loadRegister(options.register);
+  const tcp = startTcpServer(core, {
+    hostname: options.hostname ?? "127.0.0.1",
+    port,
+    authkey,
+    maxFrameBytes: options.maxFrameBytes,
+  });
+  return new ManagerServer(core, tcp);
+}

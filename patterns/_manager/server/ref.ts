@@ -1,0 +1,93 @@
+/**
+ * What the server stores in place of a managed object inside a value
+ * ({@linkcode Ref}), and the two walkers over stored values:
+ * {@linkcode forEachRef} (reference counting) and {@linkcode deepEqual}
+ * (list search and counting).
+ *
+ * @module
+ */
+
+/** A reference to a managed object inside a value held by the server. */
+export class Ref {
+  /**
+   * Makes a reference.
+   *
+   * @param id The object's id.
+   * @param type Its type id.
+   */
+  constructor(readonly id: number, readonly type: string) {}
+}
+
+/** Calls `fn` for each reference inside a stored value. */
+export function forEachRef(
+  value: unknown,
+  fn: (r: Ref) => void,
+  depth = 0,
+): void {
+  if (typeof value !== "object" || value === null || depth > 250) return;
+  if (value instanceof Ref) return fn(value);
+  if (Array.isArray(value)) {
+    for (const x of value) forEachRef(x, fn, depth + 1);
+  } else if (value instanceof Map) {
+    for (const [k, x] of value) {
+      forEachRef(k, fn, depth + 1);
+      forEachRef(x, fn, depth + 1);
+    }
+  } else if (value instanceof Set) {
+    for (const x of value) forEachRef(x, fn, depth + 1);
+  } else if (!ArrayBuffer.isView(value) && !(value instanceof Date)) {
+    for (const k of Object.keys(value)) {
+      forEachRef((value as Record<string, unknown>)[k], fn, depth + 1);
+    }
+  }
+}
+
+/**
+ * Whether two stored values are equal: by structure, references by id.
+ */
+export function deepEqual(a: unknown, b: unknown, depth = 0): boolean {
+  if (Object.is(a, b)) return true;
+  if (typeof a === "number" && typeof b === "number") return a === b;
+  if (
+    typeof a !== "object" || typeof b !== "object" || a === null ||
+    b === null || depth > 100
+  ) return false;
+  if (a instanceof Ref || b instanceof Ref) {
+    return a instanceof Ref && b instanceof Ref && a.id === b.id;
+  }
+  if (Array.isArray(a)) {
+    return Array.isArray(b) && a.length === b.length &&
+      a.every((x, i) => deepEqual(x, b[i], depth + 1));
+  }
+  if (Array.isArray(b)) return false;
+  if (a instanceof Map || b instanceof Map) {
+    if (!(a instanceof Map && b instanceof Map) || a.size !== b.size) {
+      return false;
+    }
+    for (const [k, x] of a) {
+      if (!b.has(k) || !deepEqual(x, b.get(k), depth + 1)) return false;
+    }
+    return true;
+  }
+  if (a instanceof Set || b instanceof Set) {
+    if (!(a instanceof Set && b instanceof Set) || a.size !== b.size) {
+      return false;
+    }
+    for (const x of a) if (!b.has(x)) return false;
+    return true;
+  }
+  if (a instanceof Date || b instanceof Date) {
+    return a instanceof Date && b instanceof Date &&
+      a.getTime() === b.getTime();
+  }
+  const ka = Object.keys(a), kb = Object.keys(b);
+  return ka.length === kb.length &&
+    ka.every((k) =>
+      Object.hasOwn(b, k) &&
+      deepEqual(
+        (a as Record<string, unknown>)[k],
+        (b as Record<string, unknown>)[k],
+        depth + 1,
+      )
+    );
+}

@@ -1,0 +1,162 @@
+/**
+ * The client's two transports: a shared-memory link to an embedded server
+ * (with the reply pump that spins, then sleeps) and a framed TCP socket to
+ * a remote one, opened by {@linkcode connectSocket} (the handshake itself
+ * is `handshake.ts`'s).
+ *
+ * @module
+ */
+
+import { holdEventLoop } from "../_core/wait.ts";
+import { isThreadAlive } from "../_core/runtime.ts";
+import { FramedSocket } from "./frames.ts";
+import { clientHandshake } from "./handshake.ts";
+import { Link, SEQ, SLEEPING, SpinPolicy } from "./link.ts";
+import { HANDSHAKE_MAX_FRAME, type LinkMemory } from "./protocol.ts";
+
+/** How a client sends to its server and holds the event loop while waiting. */
+export interface Transport {
+  /** Sends one message. */
+  send(message: unknown, transfer?: Transferable[]): void;
+  /** Keeps the event loop alive (a call is pending). */
+  ref(): void;
+  /** Lets the event loop end (nothing is pending). */
+  unref(): void;
+  /** Says goodbye and closes. */
+  close(): Promise<void>;
+}
+
+/** How many loads a local client spins on its reply ring before it sleeps. */
+const CLIENT_SPIN = 10_000;
+
+/** The transport to an embedded server, whose replies are pumped. */
+export interface LocalTransport extends Transport {
+  /** Starts reading replies (after a call was sent). */
+  kick(): void;
+}
+
+/** A link to an embedded server over shared rings, woken through `bellSab`. */
+export function linkTransport(
+  port: MessagePort,
+  mem: LinkMemory,
+  bellSab: SharedArrayBuffer,
+  serverThread: number,
+  onMessage: (m: unknown) => void,
+  pending: () => number,
+  onDead: () => void,
+): LocalTransport {
+  const bell = new Int32Array(bellSab, 0, 2);
+  const link = new Link(mem, "client", port, onMessage, () => {
+    Atomics.add(bell, 0, 1);
+    if (Atomics.load(bell, 1) !== 0) Atomics.notify(bell, 0);
+  });
+  (port as MessagePort & { unref?(): void }).unref?.();
+  const ctrl = link.in.ctrl;
+  const spin = new SpinPolicy(CLIENT_SPIN);
+  let closed = false;
+  let pumping: Promise<void> | undefined;
+  const pump = async (): Promise<void> => {
+    let release: (() => void) | undefined;
+    try {
+      while (pending() > 0 && !closed) {
+        if (link.service()) continue;
+        const seq = Atomics.load(ctrl, SEQ);
+        let got = false;
+        for (let i = spin.budget; i > 0; i--) {
+          if (link.in.hasData()) {
+            got = true;
+            break;
+          }
+        }
+        spin.record(got);
+        if (got) continue;
+        Atomics.store(ctrl, SLEEPING, 1);
+        if (!link.in.hasData() && !closed) {
+          release ??= holdEventLoop();
+          const r = Atomics.waitAsync(ctrl, SEQ, seq, 250);
+          if (r.async && (await r.value) === "timed-out") {
+            if (serverThread > 0 && !isThreadAlive(serverThread)) onDead();
+          }
+        }
+        Atomics.store(ctrl, SLEEPING, 0);
+      }
+    } finally {
+      release?.();
+      pumping = undefined;
+    }
+  };
+  return {
+    send: (m, transfer) => link.send(m, transfer),
+    ref: () => {},
+    unref: () => {},
+    kick: () => {
+      if (pumping) return;
+      pumping = Promise.resolve().then(pump);
+    },
+    close: async () => {
+      if (!closed) {
+        link.send({ x: "bye" });
+        closed = true;
+        Atomics.add(ctrl, SEQ, 1);
+        Atomics.notify(ctrl, SEQ);
+      }
+      await pumping;
+      link.close();
+    },
+  };
+}
+
+/** Where a remote server listens, and its key. */
+export interface RemoteParams {
+  /** The server's host. */
+  hostname: string;
+  /** The server's port. */
+  port: number;
+  /** The shared secret. */
+  authkey: Uint8Array;
+}
+
+/**
+ * Connects to a remote server and runs the client half of the handshake;
+ * resolves to the authenticated socket and the server's id.
+ */
+export async function connectSocket(
+  params: RemoteParams,
+  timeout: number,
+): Promise<{ socket: FramedSocket; serverId: string }> {
+  const tcp = await Deno.connect({
+    hostname: params.hostname,
+    port: params.port,
+    transport: "tcp",
+  });
+  try {
+    tcp.setNoDelay(true);
+  } catch {
+    // not fatal
+  }
+  const socket = new FramedSocket(tcp, HANDSHAKE_MAX_FRAME);
+  const challenge = await clientHandshake(socket, params.authkey, {
+    peer: `${params.hostname}:${params.port}`,
+    timeout,
+  });
+  return { socket, serverId: `tcp:${challenge}` };
+}
+
+/** The transport over an authenticated socket to a remote server. */
+export function socketTransport(
+  socket: FramedSocket,
+  tcpRef: { ref(): void; unref(): void },
+  onMessage: (m: unknown) => void,
+  onClose: () => void,
+): Transport {
+  socket.onMessage = onMessage;
+  socket.onClose = onClose;
+  socket.drain();
+  tcpRef.unref();
+  return {
+    send: (m) => socket.send(m),
+    ref: () => tcpRef.ref(),
+    unref: () => tcpRef.unref(),
+    close: () => socket.close(),
+  };
+}

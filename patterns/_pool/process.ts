@@ -1,0 +1,266 @@
+/**
+ * `Process`: one task in its own worker, as Python's
+ * `multiprocessing.Process`.
+ *
+ * @module
+ */
+
+import { describeValue } from "../_core/errors.ts";
+import {
+  type ManagedWorker,
+  spawnWorker,
+  type WorkerDeath,
+} from "../_core/worker.ts";
+import { withDeadline } from "../_core/deadline.ts";
+import {
+  type FromWorker,
+  type ProcessMsg,
+  type TaskDef,
+  WORKER_URL,
+} from "./protocol.ts";
+import {
+  checkModule,
+  encodeArgs,
+  taskDef,
+  type TaskFunction,
+  type TaskName,
+} from "./task.ts";
+
+/**
+ * Options of {@linkcode Process}.
+ *
+ * @typeParam M The type of `module`, e.g. `typeof import("./tasks.ts")`.
+ *
+ * @example Usage
+ * ```ts
+ * import { Process, type ProcessOptions } from "@dmp/multiprocessing/cube";
+ * import { strict as assert } from "node:assert";
+ *
+ * const options: ProcessOptions = {
+ *   target: (a: number, b: number) => console.log(a + b),
+ *   args: [1, 2],
+ *   name: "adder",
+ * };
+ * const p = new Process(options);
+ * p.start();
+ * assert.equal(await p.join(), 0);
+ * ```
+ *
+ * @example Usage
+ * ```ts
+ * import { type JoinOptions, Process } from "@dmp/multiprocessing/cube";
+ * import { strict as assert } from "node:assert";
+ *
+ * const p = new Process({ target: () => new Promise((r) => setTimeout(r, 5_000)) });
+ * p.start();
+ * const options: JoinOptions = { timeout: 10 };
+ * assert.equal(await p.join(options), null);
+ * p.terminate();
+ * assert.equal(await p.join(), -15);
+ * ```
+ */
+export interface ProcessOptions<M = Record<string, never>> {
+  /**
+   * What to run: a self-contained function, or the name of an export of
+   * `module`.
+   */
+  target: TaskFunction | TaskName<M>;
+  /** The arguments (structured-clone values or this package's shared objects). */
+  args?: readonly unknown[];
+  /** The module whose export `target` names (an absolute URL). */
+  module?: string | URL;
+  /** The process's name; defaults to `Process-N`. */
+  name?: string;
+}
+
+/** Options of {@linkcode Process.join}. */
+export interface JoinOptions {
+  /** How long to wait, in ms; on timeout `join` resolves to `null`. */
+  timeout?: number;
+  /** Aborting it rejects `join` with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+let processCounter = 0;
+
+/**
+ * A task run in its own worker, as Python's `multiprocessing.Process`.
+ *
+ * `exitCode` is `null` while running, `0` when the target returned, `1` when
+ * it threw (the error is printed to stderr with the worker's stack, as
+ * Python prints the traceback) or the worker died, the code given to
+ * `Deno.exit(code)` by the target, and `-15` after `terminate()`.
+ *
+ * @example Usage
+ * ```ts
+ * import { Process } from "@dmp/multiprocessing/cube";
+ * import { strict as assert } from "node:assert";
+ *
+ * const p = new Process({ target: (x: number) => console.log(x ** 3), args: [3] });
+ * p.start();
+ * assert.equal(await p.join(), 0);
+ * assert.equal(p.exitCode, 0);
+ * ```
+ *
+ * @typeParam M The type of the `module` option.
+ */
+export class Process<M = Record<string, never>> {
+  readonly #name: string;
+  readonly #target: TaskDef;
+  readonly #module: string | undefined;
+  readonly #args: readonly unknown[];
+  #worker: ManagedWorker | undefined;
+  #exitCode: number | null = null;
+  #started = false;
+  readonly #exited: Promise<number>;
+  #resolveExit!: (code: number) => void;
+
+  /**
+   * Describes the process; nothing runs before {@linkcode Process.start}.
+   *
+   * @param options The target, its arguments, the module and the name.
+   * @throws {TypeError} If the target is neither a function nor a name.
+   */
+  constructor(options: ProcessOptions<M>) {
+    if (typeof options !== "object" || options === null) {
+      throw new TypeError(
+        `Cannot create Process: options must be an object, received ${
+          describeValue(options)
+        }`,
+      );
+    }
+    processCounter++;
+    this.#name = options.name ?? `Process-${processCounter}`;
+    this.#module = checkModule(options.module, "create Process");
+    if (typeof options.target === "string" && !this.#module) {
+      throw new TypeError(
+        `Cannot create Process: target ${
+          JSON.stringify(options.target)
+        } names an export, but no module was given`,
+      );
+    }
+    this.#target = taskDef(options.target, 0, "create Process");
+    const args = options.args ?? [];
+    if (!Array.isArray(args)) {
+      throw new TypeError(
+        `Cannot create Process: args must be an array, received ${
+          describeValue(args)
+        }`,
+      );
+    }
+    this.#args = args;
+    this.#exited = new Promise((resolve) => this.#resolveExit = resolve);
+  }
+
+  /** The process's name, e.g. `"Process-1"`. */
+  get name(): string {
+    return this.#name;
+  }
+
+  /**
+   * The exit code: `null` while running (or before start), `0` success,
+   * `1` error or crash, `-15` terminated.
+   */
+  get exitCode(): number | null {
+    return this.#exitCode;
+  }
+
+  /**
+   * Whether the process was started and has not ended.
+   *
+   * @returns `true` while it runs.
+   */
+  isAlive(): boolean {
+    return this.#started && this.#exitCode === null;
+  }
+
+  /**
+   * Starts the process in a new worker.
+   *
+   * @throws {TypeError} If it was already started, or an argument cannot be
+   *   sent to a worker.
+   */
+  start(): void {
+    if (this.#started) {
+      throw new TypeError(
+        `Cannot start ${this.#name}: a process can be started only once`,
+      );
+    }
+    const enc = encodeArgs(this.#args);
+    this.#started = true;
+    const worker = spawnWorker(WORKER_URL, {
+      name: this.#name,
+      onMessage: (data) => {
+        const msg = data as FromWorker;
+        if (msg.t === "exit") {
+          this.#finish({ kind: "exit", code: msg.code, reason: "" });
+        }
+      },
+      onDeath: (death) => this.#finish(death),
+    });
+    this.#worker = worker;
+    const msg: ProcessMsg = {
+      t: "process",
+      target: this.#target,
+      args: enc.value as unknown[],
+      handles: enc.handles,
+      ...(this.#module ? { module: this.#module } : {}),
+    };
+    try {
+      worker.postMessage(msg, enc.transfer);
+    } catch (e) {
+      worker.terminate({ kind: "error", code: 1 });
+      throw new TypeError(
+        `Cannot start ${this.#name}: an argument cannot be sent to a worker: ${
+          (e as Error).message
+        }`,
+      );
+    }
+    for (const hook of enc.after) hook();
+  }
+
+  #finish(death: WorkerDeath): void {
+    if (this.#exitCode !== null) return;
+    this.#exitCode = death.kind === "terminated"
+      ? -15
+      : death.kind === "error"
+      ? 1
+      : death.code;
+    if (death.kind === "error" && death.error) {
+      console.error(`Process ${this.#name}:\n${death.error.stack}`);
+    }
+    this.#worker?.terminate({ kind: "exit", code: this.#exitCode });
+    this.#resolveExit(this.#exitCode);
+  }
+
+  /**
+   * Waits for the process to end.
+   *
+   * @param options `timeout` (ms) and `signal`.
+   * @returns The exit code, or `null` if the timeout passed first.
+   * @throws {TypeError} If the process was never started.
+   */
+  join(options: JoinOptions = {}): Promise<number | null> {
+    if (!this.#started) {
+      return Promise.reject(
+        new TypeError(`Cannot join ${this.#name}: it was never started`),
+      );
+    }
+    return withDeadline<number | null>(
+      this.#exited,
+      options,
+      `join ${this.#name}`,
+      () => ({ value: null }),
+    );
+  }
+
+  /**
+   * Stops the process: its exit code becomes `-15` and `join()` resolves at
+   * once. A worker busy in a synchronous loop cannot be stopped by Deno; it
+   * is then abandoned and keeps running until it yields.
+   */
+  terminate(): void {
+    if (!this.#started || this.#exitCode !== null) return;
+    this.#worker!.terminate();
+  }
+}

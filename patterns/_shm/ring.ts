@@ -1,0 +1,547 @@
+/**
+ * The engine under `pipe.ts` and `queue.ts`: a multi-producer,
+ * multi-consumer ring of variable-length records (`codec.ts`) in a
+ * `SharedArrayBuffer`, guarded by a short, recoverable lock. Not to be
+ * confused with the manager's single-producer text ring.
+ *
+ * **Layout.** 128 bytes of control words, then `capacity` bytes of data
+ * holding the records back to back, wrapping at the end.
+ *
+ * **Lock.** The lock word holds the holder's thread id. A thread that finds it
+ * held spins briefly, then sleeps on it in 1 ms slices; when the holder's
+ * thread is gone (terminated, crashed, exited) for longer than a short grace
+ * period, the waiter takes the lock over. The commit of a put or a get is a
+ * few straight-line stores with no call and no loop, and V8 only stops a
+ * thread at a function entry or a loop back-edge, so a thread stopped while
+ * holding the lock never leaves a half-committed ring: what it had not
+ * committed is simply not there. A consumer killed while waiting holds no lock
+ * and has taken nothing, so it loses nothing.
+ *
+ * **Waking.** Consumers that sleep count themselves in `WAIT_GET` and sleep on
+ * `PUT_SEQ`; producers on `GET_SEQ` with `WAIT_PUT`. A put only bumps and
+ * notifies `PUT_SEQ` when someone sleeps (and vice versa), and every sleeper
+ * spins first, so a busy channel makes no system call per item.
+ *
+ * ```ts
+ * import { DRAINED, EMPTY, OK, RecordRing } from "./ring.ts";
+ * import { strict as assert } from "node:assert";
+ *
+ * const ring = new RecordRing(RecordRing.allocate(1024, 0));
+ * assert.equal(ring.put(42, "put"), OK);
+ * assert.equal(ring.put("hi", "put"), OK);
+ * assert.equal(ring.tryGet(false), 42);
+ * assert.equal(ring.tryGet(false), "hi");
+ * assert.equal(ring.tryGet(false), EMPTY);
+ * ring.closeWriter();
+ * assert.equal(ring.tryGet(false), DRAINED);
+ * ```
+ *
+ * @module
+ */
+
+import { currentThreadId } from "../_core/runtime.ts";
+import { describeValue } from "../_core/errors.ts";
+import { waitAsync, waitSync } from "../_core/wait.ts";
+import type { WaitOptions } from "../_core/deadline.ts";
+import {
+  decodePayload,
+  encodeRecord,
+  isBytesRecord,
+  MAX_PAYLOAD,
+  pendingLength,
+  pendingSize,
+  readPayload,
+  storedSize,
+  writePending,
+} from "./codec.ts";
+import { OwnerWord, RING_LOCK } from "../_core/owner_word.ts";
+
+// -- Control words (Int32 indices) ---------------------------------------
+
+const LOCK = 0;
+const HEAD = 2;
+const TAIL = 3;
+const USED = 4;
+const COUNT = 5;
+const CAP = 6;
+const MAXSIZE = 7;
+const FLAGS = 8;
+/** Bumped when a record was added (or the ring closed) and a consumer sleeps. */
+const PUT_SEQ = 16;
+/** Bumped when a record was taken (or the ring closed) and a producer sleeps. */
+const GET_SEQ = 17;
+const WAIT_GET = 18;
+const WAIT_PUT = 19;
+/** JoinableQueue: items put and not yet marked done. */
+const UNFINISHED = 24;
+const WAIT_JOIN = 25;
+/** Bytes of control words before the data. */
+const HEADER_BYTES = 128;
+
+/** Flag: the writing side is closed (a closed queue, a pipe's sender gone). */
+const W_CLOSED = 1;
+/** Flag: the reading side is closed (a pipe's receiver gone). */
+const R_CLOSED = 2;
+
+// -- Results -------------------------------------------------------------
+
+/** A put succeeded. */
+export const OK = 0;
+/** A put found no room (items or bytes). */
+export const FULL = 1;
+/** A put found the writing side closed. */
+export const CLOSED = 2;
+/** A put found the reading side closed (a broken pipe). */
+export const BROKEN = 3;
+/** What a put returns. */
+export type PutResult = typeof OK | typeof FULL | typeof CLOSED | typeof BROKEN;
+
+/** A get found the ring empty. */
+export const EMPTY: unique symbol = Symbol("empty");
+/** A get found the ring empty and the writing side closed. */
+export const DRAINED: unique symbol = Symbol("drained");
+/** A get found a record of the other kind (bytes vs value): nothing taken. */
+export const MISMATCH: unique symbol = Symbol("mismatch");
+/** The sentinels a get may return instead of a value. */
+export type GetSentinel = typeof EMPTY | typeof DRAINED | typeof MISMATCH;
+
+/**
+ * Which records a get takes: `"any"`, only a `"value"`, or only `"bytes"`
+ * (a record of the other kind is left in place and `MISMATCH` returned).
+ */
+export type RecordKind = "any" | "value" | "bytes";
+
+// -- Waking ---------------------------------------------------------------
+
+function bump(c: Int32Array, index: number): void {
+  Atomics.add(c, index, 1);
+  Atomics.notify(c, index);
+}
+
+// -- The ring ------------------------------------------------------------
+
+/**
+ * A multi-producer, multi-consumer ring of records in shared memory. Every
+ * thread that holds the same `SharedArrayBuffer` sees the same ring.
+ */
+export class RecordRing {
+  /** The shared memory (control words and data). */
+  readonly buffer: SharedArrayBuffer;
+  /** Data capacity in bytes. */
+  readonly capacity: number;
+  /** Item limit, or 0 for none. */
+  readonly maxsize: number;
+  readonly #c: Int32Array;
+  /** The short lock every change of the ring is made under (words 0–1). */
+  readonly #lock: OwnerWord;
+  readonly #data: Uint8Array;
+  readonly #d32: Int32Array;
+  /** The wake sequence read under the lock by the last failed try. */
+  #seq = 0;
+
+  /**
+   * Allocates the memory of a ring.
+   *
+   * @param capacity Data bytes (a multiple of 8).
+   * @param maxsize Item limit (≤ 0: none).
+   * @returns The buffer to hand to {@linkcode RecordRing}'s constructor.
+   */
+  static allocate(capacity: number, maxsize: number): SharedArrayBuffer {
+    const buffer = new SharedArrayBuffer(HEADER_BYTES + capacity);
+    const c = new Int32Array(buffer, 0, HEADER_BYTES / 4);
+    c[CAP] = capacity;
+    c[MAXSIZE] = maxsize > 0 ? maxsize : 0;
+    return buffer;
+  }
+
+  /**
+   * Attaches to a ring's memory.
+   *
+   * @param buffer Memory from {@linkcode RecordRing.allocate}.
+   */
+  constructor(buffer: SharedArrayBuffer) {
+    this.buffer = buffer;
+    this.#c = new Int32Array(buffer, 0, HEADER_BYTES / 4);
+    this.#lock = new OwnerWord(this.#c, LOCK, RING_LOCK);
+    this.capacity = this.#c[CAP]!;
+    this.maxsize = this.#c[MAXSIZE]!;
+    this.#data = new Uint8Array(buffer, HEADER_BYTES, this.capacity);
+    this.#d32 = new Int32Array(buffer, HEADER_BYTES, this.capacity / 4);
+  }
+  /**
+   * Takes the ring's lock. A dead holder's lock is taken over silently
+   * (after the policy's grace): nothing is half-written under it for long.
+   */
+  #take(): void {
+    const me = currentThreadId();
+    if (!this.#lock.tryLock(me)) this.#lock.lockSync(me);
+  }
+
+  /** Items in the ring. */
+  get count(): number {
+    return Atomics.load(this.#c, COUNT);
+  }
+
+  /** Whether the writing side is closed. */
+  get writerClosed(): boolean {
+    return (Atomics.load(this.#c, FLAGS) & W_CLOSED) !== 0;
+  }
+
+  /** Whether the reading side is closed. */
+  get readerClosed(): boolean {
+    return (Atomics.load(this.#c, FLAGS) & R_CLOSED) !== 0;
+  }
+
+  /**
+   * Tries to append the pending record (see {@linkcode encodeRecord}).
+   *
+   * @param register When it is full, count the caller as a sleeping
+   *   producer (it must then sleep with {@linkcode RecordRing.waitPutSync}
+   *   or {@linkcode RecordRing.waitPut}).
+   * @returns `OK`, `FULL`, `CLOSED` or `BROKEN`.
+   */
+  tryPut(register: boolean): PutResult {
+    const c = this.#c;
+    this.#take();
+    const flags = c[FLAGS]!;
+    if (flags !== 0) {
+      this.#lock.unlock();
+      return (flags & W_CLOSED) !== 0 ? CLOSED : BROKEN;
+    }
+    const size = pendingSize();
+    const used = c[USED]!;
+    const count = c[COUNT]!;
+    const cap = this.capacity;
+    if (used + size > cap || (this.maxsize > 0 && count >= this.maxsize)) {
+      if (register) {
+        this.#seq = Atomics.load(c, GET_SEQ);
+        Atomics.add(c, WAIT_PUT, 1);
+      }
+      this.#lock.unlock();
+      return FULL;
+    }
+    const tail = c[TAIL]!;
+    writePending(this.#data, this.#d32, tail, cap);
+    let next = tail + size;
+    if (next >= cap) next -= cap;
+    // The commit: straight-line stores, never half-done.
+    c[TAIL] = next;
+    c[USED] = used + size;
+    c[COUNT] = count + 1;
+    const wake = c[WAIT_GET] !== 0;
+    this.#lock.unlock();
+    if (wake) bump(c, PUT_SEQ);
+    return OK;
+  }
+
+  /**
+   * Encodes `value` and tries to append it once.
+   *
+   * @param value The value.
+   * @param what The call, for error messages.
+   * @returns `OK`, `FULL`, `CLOSED` or `BROKEN`.
+   * @throws {TypeError} If it cannot be cloned.
+   * @throws {RangeError} If it can never fit.
+   */
+  put(value: unknown, what: string): PutResult {
+    this.checkFits(encodeRecord(value, what), what);
+    return this.tryPut(false);
+  }
+
+  /**
+   * Throws when the pending record can never fit the ring.
+   *
+   * @param size The record's size from {@linkcode encodeRecord}.
+   * @param what The call, for the message.
+   * @throws {RangeError} If it is too big.
+   */
+  checkFits(size: number, what: string): void {
+    if (size > this.capacity || pendingLength() > MAX_PAYLOAD) {
+      throw new RangeError(
+        `Cannot ${what}: the item needs ${size} bytes but the channel holds at most ${this.capacity} bytes (raise capacityBytes)`,
+      );
+    }
+  }
+
+  /**
+   * Tries to take the oldest record.
+   *
+   * @param register When it is empty, count the caller as a sleeping
+   *   consumer (it must then sleep with {@linkcode RecordRing.waitGetSync}
+   *   or {@linkcode RecordRing.waitGet}).
+   * @param kind Which records to take.
+   * @returns The value, or `EMPTY`, `DRAINED` or `MISMATCH`.
+   */
+  tryGet(register: boolean, kind: RecordKind = "any"): unknown {
+    const c = this.#c;
+    this.#take();
+    const count = c[COUNT]!;
+    if (count === 0) {
+      const closed = (c[FLAGS]! & W_CLOSED) !== 0;
+      if (!closed && register) {
+        this.#seq = Atomics.load(c, PUT_SEQ);
+        Atomics.add(c, WAIT_GET, 1);
+      }
+      this.#lock.unlock();
+      return closed ? DRAINED : EMPTY;
+    }
+    const cap = this.capacity;
+    const head = c[HEAD]!;
+    const hdr = this.#d32[head >> 2]!;
+    if (kind !== "any" && isBytesRecord(hdr) !== (kind === "bytes")) {
+      this.#lock.unlock();
+      return MISMATCH;
+    }
+    const raw = readPayload(this.#data, this.#d32, hdr, head, cap);
+    const size = storedSize(hdr);
+    let next = head + size;
+    if (next >= cap) next -= cap;
+    // The commit: straight-line stores, never half-done.
+    const used = c[USED]! - size;
+    c[HEAD] = next;
+    c[USED] = used;
+    c[COUNT] = count - 1;
+    // Wake sleeping producers only once there is real room (half the bytes
+    // and half the items free, or empty), so a full ring does not cost a
+    // notify per get.
+    const max = this.maxsize;
+    const wake = c[WAIT_PUT] !== 0 &&
+      (count === 1 ||
+        (used <= cap >> 1 && (max === 0 || count - 1 <= max >> 1)));
+    this.#lock.unlock();
+    if (wake) bump(c, GET_SEQ);
+    return decodePayload(hdr, raw);
+  }
+
+  /**
+   * Spins (reading without the lock) until an item may be there or the
+   * writer closed.
+   *
+   * @param spins How many reads at most.
+   * @returns `true` when it may be readable now.
+   */
+  spinReadable(spins: number): boolean {
+    const c = this.#c;
+    for (let i = 0; i < spins; i++) {
+      if (Atomics.load(c, COUNT) !== 0 || Atomics.load(c, FLAGS) !== 0) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /**
+   * Spins (reading without the lock) until a record of `size` bytes may fit.
+   *
+   * @param size The record's size.
+   * @param spins How many reads at most.
+   * @returns `true` when it may fit now.
+   */
+  spinWritable(size: number, spins: number): boolean {
+    const c = this.#c;
+    const room = this.capacity - size;
+    const max = this.maxsize;
+    for (let i = 0; i < spins; i++) {
+      if (
+        (Atomics.load(c, USED) <= room &&
+          (max === 0 || Atomics.load(c, COUNT) < max)) ||
+        Atomics.load(c, FLAGS) !== 0
+      ) return true;
+    }
+    return false;
+  }
+
+  /**
+   * Whether a get would not wait (an item is there, or the writer closed).
+   *
+   * @param register When not, count the caller as a sleeping consumer.
+   * @returns `true` when readable.
+   */
+  readable(register: boolean): boolean {
+    const c = this.#c;
+    this.#take();
+    const ready = c[COUNT] !== 0 || (c[FLAGS]! & W_CLOSED) !== 0;
+    if (!ready && register) {
+      this.#seq = Atomics.load(c, PUT_SEQ);
+      Atomics.add(c, WAIT_GET, 1);
+    }
+    this.#lock.unlock();
+    return ready;
+  }
+
+  /**
+   * Sleeps (blocking) until a registered consumer may retry.
+   *
+   * @param timeout Milliseconds.
+   */
+  waitGetSync(timeout: number): void {
+    try {
+      waitSync(this.#c, PUT_SEQ, this.#seq, timeout);
+    } finally {
+      Atomics.sub(this.#c, WAIT_GET, 1);
+    }
+  }
+
+  /**
+   * Sleeps (blocking) until a registered producer may retry.
+   *
+   * @param timeout Milliseconds.
+   */
+  waitPutSync(timeout: number): void {
+    try {
+      waitSync(this.#c, GET_SEQ, this.#seq, timeout);
+    } finally {
+      Atomics.sub(this.#c, WAIT_PUT, 1);
+    }
+  }
+
+  /**
+   * Waits, without blocking, until a registered consumer may retry.
+   *
+   * @param timeout Milliseconds.
+   * @param signal Aborts the wait with its reason.
+   */
+  async waitGet(
+    timeout: number,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    const seq = this.#seq;
+    try {
+      await waitAsync(this.#c, PUT_SEQ, seq, options(timeout, signal));
+    } finally {
+      Atomics.sub(this.#c, WAIT_GET, 1);
+    }
+  }
+
+  /**
+   * Waits, without blocking, until a registered producer may retry.
+   *
+   * @param timeout Milliseconds.
+   * @param signal Aborts the wait with its reason.
+   */
+  async waitPut(
+    timeout: number,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    const seq = this.#seq;
+    try {
+      await waitAsync(this.#c, GET_SEQ, seq, options(timeout, signal));
+    } finally {
+      Atomics.sub(this.#c, WAIT_PUT, 1);
+    }
+  }
+
+  #setFlag(flag: number): void {
+    const c = this.#c;
+    this.#take();
+    c[FLAGS] = c[FLAGS]! | flag;
+    this.#lock.unlock();
+    bump(c, PUT_SEQ);
+    bump(c, GET_SEQ);
+  }
+
+  /** Closes the writing side: puts fail, gets drain then see `DRAINED`. */
+  closeWriter(): void {
+    this.#setFlag(W_CLOSED);
+  }
+
+  /** Closes the reading side: puts see `BROKEN`. */
+  closeReader(): void {
+    this.#setFlag(R_CLOSED);
+  }
+
+  // -- JoinableQueue accounting --
+
+  /** Counts one more unfinished task (after a successful put). */
+  addUnfinished(): void {
+    Atomics.add(this.#c, UNFINISHED, 1);
+  }
+
+  /**
+   * Marks one task done.
+   *
+   * @returns `false` when none was unfinished (nothing changed).
+   */
+  taskDone(): boolean {
+    const c = this.#c;
+    for (;;) {
+      const u = Atomics.load(c, UNFINISHED);
+      if (u <= 0) return false;
+      if (Atomics.compareExchange(c, UNFINISHED, u, u - 1) === u) {
+        if (u === 1 && Atomics.load(c, WAIT_JOIN) !== 0) {
+          Atomics.notify(c, UNFINISHED);
+        }
+        return true;
+      }
+    }
+  }
+
+  /**
+   * Waits until every task is done.
+   *
+   * @param timeout Milliseconds.
+   * @param signal Aborts the wait with its reason.
+   * @returns `false` on timeout.
+   */
+  async join(
+    timeout: number,
+    signal: AbortSignal | undefined,
+  ): Promise<boolean> {
+    const c = this.#c;
+    const end = performance.now() + timeout;
+    Atomics.add(c, WAIT_JOIN, 1);
+    try {
+      for (;;) {
+        const u = Atomics.load(c, UNFINISHED);
+        if (u === 0) return true;
+        const left = end - performance.now();
+        if (left <= 0) return false;
+        await waitAsync(c, UNFINISHED, u, options(left, signal));
+      }
+    } finally {
+      Atomics.sub(c, WAIT_JOIN, 1);
+    }
+  }
+
+  /** Items put and not yet marked done. */
+  get unfinished(): number {
+    return Atomics.load(this.#c, UNFINISHED);
+  }
+}
+
+function options(
+  timeout: number,
+  signal: AbortSignal | undefined,
+): WaitOptions {
+  const o: WaitOptions = { timeout };
+  if (signal) o.signal = signal;
+  return o;
+}
+
+/**
+ * Checks a byte-capacity option and rounds it up to a multiple of 8.
+ *
+ * @param value The option as given.
+ * @param fallback The default.
+ * @param what The call, for the message.
+ * @returns The capacity in bytes.
+ * @throws {RangeError} If it is not an integer from 64 to 2^30.
+ */
+export function checkCapacity(
+  value: unknown,
+  fallback: number,
+  what: string,
+): number {
+  if (value === undefined) return fallback;
+  if (
+    typeof value !== "number" || !Number.isInteger(value) || value < 64 ||
+    value > 1 << 30
+  ) {
+    throw new RangeError(
+      `Cannot ${what}: capacityBytes must be an integer from 64 to ${
+        1 << 30
+      }, received ${describeValue(value)}`,
+    );
+  }
+  return (value + 7) & ~7;
+}

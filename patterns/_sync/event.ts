@@ -1,0 +1,191 @@
+/**
+ * `Event`: a flag word and a generation word that waiters sleep on.
+ *
+ * @module
+ */
+
+import {
+  checkTimeout,
+  throwIfAborted,
+  type WaitOptions,
+} from "../_core/deadline.ts";
+import {
+  kAttach,
+  kShare,
+  registerShareable,
+  type SharedHandle,
+} from "../_core/share.ts";
+import { waitAsync, waitSync } from "../_core/wait.ts";
+import { deadline, optionsOf, words } from "./common.ts";
+
+/** Event words: `[E_FLAG]` the flag, `[E_GEN]` bumped by each `set()`. */
+const E_FLAG = 0;
+const E_GEN = 1;
+
+/**
+ * A flag threads wait for, as Python's `multiprocessing.Event`. A `wait`
+ * under way when `set()` is called returns `true` even if the flag is
+ * cleared again at once.
+ *
+ * @example Usage
+ * ```ts
+ * import { Event } from "@dmp/multiprocessing/sync";
+ * import { strict as assert } from "node:assert";
+ *
+ * const ev = new Event();
+ * assert.equal(await ev.wait({ timeout: 1 }), false);
+ * ev.set();
+ * assert.equal(await ev.wait(), true);
+ * ```
+ */
+export class Event {
+  readonly #w: Int32Array;
+
+  /** Makes a cleared event. */
+  constructor();
+  /** @ignore */
+  constructor(attach: typeof kAttach, words: Int32Array);
+  constructor(attach?: typeof kAttach, memory?: Int32Array) {
+    this.#w = attach === kAttach ? memory! : words(2);
+  }
+
+  /**
+   * Whether the flag is set.
+   *
+   * @example Usage
+   * ```ts
+   * import { Event } from "@dmp/multiprocessing/sync";
+   * import { strict as assert } from "node:assert";
+   *
+   * assert.equal(new Event().isSet(), false);
+   * ```
+   *
+   * @returns The flag.
+   */
+  isSet(): boolean {
+    return Atomics.load(this.#w, E_FLAG) === 1;
+  }
+
+  /**
+   * Sets the flag and wakes every waiter.
+   *
+   * @example Usage
+   * ```ts
+   * import { Event } from "@dmp/multiprocessing/sync";
+   * import { strict as assert } from "node:assert";
+   *
+   * const ev = new Event();
+   * ev.set();
+   * assert.ok(ev.isSet());
+   * ```
+   */
+  set(): void {
+    const w = this.#w;
+    if (Atomics.compareExchange(w, E_FLAG, 0, 1) === 0) {
+      Atomics.add(w, E_GEN, 1);
+      Atomics.notify(w, E_GEN);
+    }
+  }
+
+  /**
+   * Clears the flag.
+   *
+   * @example Usage
+   * ```ts
+   * import { Event } from "@dmp/multiprocessing/sync";
+   * import { strict as assert } from "node:assert";
+   *
+   * const ev = new Event();
+   * ev.set();
+   * ev.clear();
+   * assert.ok(!ev.isSet());
+   * ```
+   */
+  clear(): void {
+    Atomics.store(this.#w, E_FLAG, 0);
+  }
+
+  /**
+   * Waits until the flag is set, without blocking the event loop.
+   *
+   * @example Usage
+   * ```ts
+   * import { Event } from "@dmp/multiprocessing/sync";
+   * import { strict as assert } from "node:assert";
+   *
+   * const ev = new Event();
+   * setTimeout(() => ev.set(), 1);
+   * assert.equal(await ev.wait({ timeout: 5000 }), true);
+   * ```
+   *
+   * @param options `timeout` in ms and `signal`.
+   * @returns `true` once set, `false` on timeout.
+   */
+  async wait(options?: WaitOptions): Promise<boolean> {
+    const o = optionsOf(options, "wait for the event");
+    const timeout = checkTimeout(o.timeout, "wait for the event");
+    throwIfAborted(o.signal);
+    const w = this.#w;
+    const g = Atomics.load(w, E_GEN);
+    if (Atomics.load(w, E_FLAG) === 1) return true;
+    const end = deadline(timeout);
+    while (Atomics.load(w, E_GEN) === g) {
+      const left = end - performance.now();
+      if (left <= 0) return false;
+      await waitAsync(w, E_GEN, g, {
+        timeout: left,
+        ...(o.signal ? { signal: o.signal } : {}),
+      });
+    }
+    return true;
+  }
+
+  /**
+   * The blocking twin of {@linkcode Event.wait}, for worker code.
+   *
+   * @example Usage
+   * ```ts
+   * import { Event } from "@dmp/multiprocessing/sync";
+   * import { strict as assert } from "node:assert";
+   *
+   * assert.equal(new Event().waitSync({ timeout: 1 }), false);
+   * ```
+   *
+   * @param options `timeout` in ms; a `signal` is checked once.
+   * @returns `true` once set, `false` on timeout.
+   */
+  waitSync(options?: WaitOptions): boolean {
+    const o = optionsOf(options, "wait for the event");
+    const timeout = checkTimeout(o.timeout, "wait for the event");
+    throwIfAborted(o.signal);
+    const w = this.#w;
+    const g = Atomics.load(w, E_GEN);
+    if (Atomics.load(w, E_FLAG) === 1) return true;
+    const end = deadline(timeout);
+    while (Atomics.load(w, E_GEN) === g) {
+      const left = end - performance.now();
+      if (left <= 0) return false;
+      waitSync(w, E_GEN, g, left);
+    }
+    return true;
+  }
+
+  /**
+   * Describes the event for the trip into a worker.
+   *
+   * @example Usage
+   * ```ts
+   * import { Event, kShare } from "@dmp/multiprocessing/sync";
+   * import { strict as assert } from "node:assert";
+   *
+   * assert.equal(new Event()[kShare]().type, "sync.event");
+   * ```
+   *
+   * @returns The handle.
+   */
+  [kShare](): SharedHandle {
+    return { type: "sync.event", module: import.meta.url, data: this.#w };
+  }
+}
+
+registerShareable("sync.event", (d) => new Event(kAttach, d as Int32Array));
