@@ -50,6 +50,8 @@ const PREEMPTED_MS = 0.2;
 const CALM_MS = 50;
 /** After this many spins in a row that did not pay off, one full spin. */
 const PROBE_EVERY = 16;
+/** The longest spin while `cores - 1` other threads spin, in microseconds. */
+const CROWDED_US = 2;
 /** The default longest spin of a wait site, in microseconds. */
 const DEFAULT_MAX_US = 20;
 
@@ -76,8 +78,9 @@ function calm(): { until: number } {
  * - a spinner that sees itself taken off its core (a gap of 0.2 ms between
  *   two looks at the clock) stops spinning, in every wait of its thread, for
  *   50 ms: the machine has more runnable threads than cores;
- * - at most `cores - 1` threads of the program spin at once (a counter in
- *   the shared thread table), so one core is always left to the thread
+ * - while `cores - 1` other threads of the program spin (a counter in the
+ *   shared thread table), a thread spins only 2 µs — long enough for a peer
+ *   that is about to stop spinning — so one core is left to the thread
  *   doing the work.
  *
  * Keep one policy per wait site (a ring's reader side, a link's reply
@@ -119,12 +122,12 @@ export class SpinPolicy {
     const c = calm();
     let now = performance.now();
     if (now < c.until) return this.#missed();
-    if (countSpinning(1) >= CORES) {
-      countSpinning(-1);
-      return this.#missed();
-    }
+    // Past `cores - 1` spinners only a short spin, long enough for a peer
+    // that is about to stop spinning (it just got what it waited for).
+    const crowded = countSpinning(true) >= CORES;
     try {
-      const end = now + budget / 1000;
+      const end = now +
+        (crowded ? Math.min(budget, CROWDED_US) : budget) / 1000;
       for (;;) {
         for (let i = 0; i < CHUNK; i++) {
           if (Atomics.load(array, index) !== expected) return this.#caught();
@@ -138,7 +141,7 @@ export class SpinPolicy {
         if (now >= end) return this.#missed();
       }
     } finally {
-      countSpinning(-1);
+      countSpinning(false);
     }
   }
 
@@ -158,6 +161,12 @@ export class SpinPolicy {
     return false;
   }
 }
+
+/**
+ * The policy of a wait that has already spun (a ring's sleep after its
+ * pre-registration spin): it goes straight to sleep.
+ */
+export const NEVER_SPIN: SpinPolicy = new SpinPolicy(0);
 
 /** The policy of the waits that have none of their own. */
 let policyRecord: SpinPolicy | undefined;

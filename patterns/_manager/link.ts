@@ -23,6 +23,7 @@
  * @module
  */
 
+import type { SpinPolicy } from "../_core/wait.ts";
 import type { LinkMemory } from "./protocol.ts";
 
 export type { LinkMemory };
@@ -87,6 +88,16 @@ export class TextRing {
   /** Whether a record is waiting. */
   hasData(): boolean {
     return Atomics.load(this.ctrl, TAIL) !== Atomics.load(this.ctrl, HEAD);
+  }
+
+  /**
+   * Spins, as `policy` allows, until the writer adds data.
+   *
+   * @param policy The reader's spin policy.
+   * @returns Whether there is data now.
+   */
+  spinForData(policy: SpinPolicy): boolean {
+    return policy.spinWhile(this.ctrl, TAIL, Atomics.load(this.ctrl, HEAD));
   }
 
   #free(): number {
@@ -352,61 +363,5 @@ export class Link {
     if (this.#closed) return;
     this.#closed = true;
     this.#port.close();
-  }
-}
-
-/**
- * How long a waiting side spins before it sleeps, adapted to how well
- * spinning works: after a spin that caught the other side it spins fully
- * again; after one that did not, half as long (so on a busy machine, where
- * spinning only steals the core the other side needs, it soon stops); every
- * 16th failure in a row it probes with a full spin again.
- *
- * @example Usage
- * ```ts
- * import { SpinPolicy } from "./link.ts";
- * import { strict as assert } from "node:assert";
- *
- * const spin = new SpinPolicy(1000);
- * assert.equal(spin.budget, 1000);
- * spin.record(false);
- * assert.equal(spin.budget, 500);
- * spin.record(true);
- * assert.equal(spin.budget, 1000);
- * ```
- */
-export class SpinPolicy {
-  readonly #max: number;
-  #budget: number;
-  #fails = 0;
-
-  /**
-   * Makes a policy.
-   *
-   * @param max The longest spin, in loads.
-   */
-  constructor(max: number) {
-    this.#max = max;
-    this.#budget = max;
-  }
-
-  /** How many loads to spin now. */
-  get budget(): number {
-    return this.#budget;
-  }
-
-  /**
-   * Records how the last spin went.
-   *
-   * @param caught Whether the other side answered during the spin.
-   */
-  record(caught: boolean): void {
-    if (caught) {
-      this.#fails = 0;
-      this.#budget = this.#max;
-      return;
-    }
-    this.#fails++;
-    this.#budget = (this.#fails & 15) === 0 ? this.#max : this.#budget >> 1;
   }
 }

@@ -27,8 +27,8 @@ export const PROTOCOL_VERSION = 1;
 export const DEFAULT_MAX_FRAME: number = 16 * 1024 * 1024;
 /** The largest frame accepted before authentication. */
 export const HANDSHAKE_MAX_FRAME = 1024;
-/** How deep a value may nest. */
-export const MAX_DEPTH = 200;
+/** How deep a value on the wire may nest: the package's one depth limit. */
+export { MAX_DEPTH } from "../_core/walk.ts";
 /** The name of the error a cancelled call is answered with. */
 export const CANCELLED = "ManagerCallCancelled";
 

@@ -11,7 +11,8 @@ import { holdEventLoop } from "../_core/wait.ts";
 import { isThreadAlive } from "../_core/runtime.ts";
 import { FramedSocket } from "./frames.ts";
 import { clientHandshake } from "./handshake.ts";
-import { Link, SEQ, SLEEPING, SpinPolicy } from "./link.ts";
+import { Link, SEQ, SLEEPING } from "./link.ts";
+import { SpinPolicy } from "../_core/wait.ts";
 import { HANDSHAKE_MAX_FRAME, type LinkMemory } from "./protocol.ts";
 
 /** How a client sends to its server and holds the event loop while waiting. */
@@ -26,8 +27,8 @@ export interface Transport {
   close(): Promise<void>;
 }
 
-/** How many loads a local client spins on its reply ring before it sleeps. */
-const CLIENT_SPIN = 10_000;
+/** The longest spin of a local client on its reply ring before it sleeps. */
+const CLIENT_SPIN_US = 50;
 
 /** The transport to an embedded server, whose replies are pumped. */
 export interface LocalTransport extends Transport {
@@ -52,7 +53,7 @@ export function linkTransport(
   });
   (port as MessagePort & { unref?(): void }).unref?.();
   const ctrl = link.in.ctrl;
-  const spin = new SpinPolicy(CLIENT_SPIN);
+  const spin = new SpinPolicy(CLIENT_SPIN_US);
   let closed = false;
   let pumping: Promise<void> | undefined;
   const pump = async (): Promise<void> => {
@@ -61,15 +62,7 @@ export function linkTransport(
       while (pending() > 0 && !closed) {
         if (link.service()) continue;
         const seq = Atomics.load(ctrl, SEQ);
-        let got = false;
-        for (let i = spin.budget; i > 0; i--) {
-          if (link.in.hasData()) {
-            got = true;
-            break;
-          }
-        }
-        spin.record(got);
-        if (got) continue;
+        if (link.in.spinForData(spin)) continue;
         Atomics.store(ctrl, SLEEPING, 1);
         if (!link.in.hasData() && !closed) {
           release ??= holdEventLoop();

@@ -41,7 +41,7 @@
 
 import { currentThreadId } from "../_core/runtime.ts";
 import { describeValue } from "../_core/errors.ts";
-import { waitAsync, waitSync } from "../_core/wait.ts";
+import { NEVER_SPIN, SpinPolicy, waitAsync, waitSync } from "../_core/wait.ts";
 import type { WaitOptions } from "../_core/deadline.ts";
 import {
   decodePayload,
@@ -111,7 +111,13 @@ export type GetSentinel = typeof EMPTY | typeof DRAINED | typeof MISMATCH;
  */
 export type RecordKind = "any" | "value" | "bytes";
 
-// -- Waking ---------------------------------------------------------------
+// -- Waiting and waking ---------------------------------------------------
+
+/**
+ * The longest spin of a get or put before it registers and sleeps; the
+ * sleep itself does not spin again.
+ */
+const RING_SPIN_US = 20;
 
 function bump(c: Int32Array, index: number): void {
   Atomics.add(c, index, 1);
@@ -134,6 +140,10 @@ export class RecordRing {
   readonly #c: Int32Array;
   /** The short lock every change of the ring is made under (words 0–1). */
   readonly #lock: OwnerWord;
+  /** How this thread's gets spin before they sleep (once per wait). */
+  readonly #readSpin = new SpinPolicy(RING_SPIN_US);
+  /** How this thread's puts spin before they sleep. */
+  readonly #writeSpin = new SpinPolicy(RING_SPIN_US);
   readonly #data: Uint8Array;
   readonly #d32: Int32Array;
   /** The wake sequence read under the lock by the last failed try. */
@@ -314,41 +324,34 @@ export class RecordRing {
   }
 
   /**
-   * Spins (reading without the lock) until an item may be there or the
-   * writer closed.
+   * Spins (reading without the lock, as the read side's spin policy allows)
+   * until an item may be there or the writer closed.
    *
-   * @param spins How many reads at most.
    * @returns `true` when it may be readable now.
    */
-  spinReadable(spins: number): boolean {
+  spinReadable(): boolean {
     const c = this.#c;
-    for (let i = 0; i < spins; i++) {
-      if (Atomics.load(c, COUNT) !== 0 || Atomics.load(c, FLAGS) !== 0) {
-        return true;
-      }
-    }
-    return false;
+    return this.#readSpin.spinWhile(c, COUNT, 0) ||
+      Atomics.load(c, FLAGS) !== 0;
   }
 
   /**
-   * Spins (reading without the lock) until a record of `size` bytes may fit.
+   * Spins (reading without the lock, as the write side's spin policy
+   * allows) until a record of `size` bytes may fit: until a get changes
+   * the count.
    *
    * @param size The record's size.
-   * @param spins How many reads at most.
    * @returns `true` when it may fit now.
    */
-  spinWritable(size: number, spins: number): boolean {
+  spinWritable(size: number): boolean {
     const c = this.#c;
-    const room = this.capacity - size;
     const max = this.maxsize;
-    for (let i = 0; i < spins; i++) {
-      if (
-        (Atomics.load(c, USED) <= room &&
-          (max === 0 || Atomics.load(c, COUNT) < max)) ||
-        Atomics.load(c, FLAGS) !== 0
-      ) return true;
-    }
-    return false;
+    const count = Atomics.load(c, COUNT);
+    if (
+      (Atomics.load(c, USED) <= this.capacity - size &&
+        (max === 0 || count < max)) || Atomics.load(c, FLAGS) !== 0
+    ) return true;
+    return this.#writeSpin.spinWhile(c, COUNT, count);
   }
 
   /**
@@ -376,7 +379,7 @@ export class RecordRing {
    */
   waitGetSync(timeout: number): void {
     try {
-      waitSync(this.#c, PUT_SEQ, this.#seq, timeout);
+      waitSync(this.#c, PUT_SEQ, this.#seq, timeout, NEVER_SPIN);
     } finally {
       Atomics.sub(this.#c, WAIT_GET, 1);
     }
@@ -389,7 +392,7 @@ export class RecordRing {
    */
   waitPutSync(timeout: number): void {
     try {
-      waitSync(this.#c, GET_SEQ, this.#seq, timeout);
+      waitSync(this.#c, GET_SEQ, this.#seq, timeout, NEVER_SPIN);
     } finally {
       Atomics.sub(this.#c, WAIT_PUT, 1);
     }
@@ -407,7 +410,13 @@ export class RecordRing {
   ): Promise<void> {
     const seq = this.#seq;
     try {
-      await waitAsync(this.#c, PUT_SEQ, seq, options(timeout, signal));
+      await waitAsync(
+        this.#c,
+        PUT_SEQ,
+        seq,
+        options(timeout, signal),
+        NEVER_SPIN,
+      );
     } finally {
       Atomics.sub(this.#c, WAIT_GET, 1);
     }
@@ -425,7 +434,13 @@ export class RecordRing {
   ): Promise<void> {
     const seq = this.#seq;
     try {
-      await waitAsync(this.#c, GET_SEQ, seq, options(timeout, signal));
+      await waitAsync(
+        this.#c,
+        GET_SEQ,
+        seq,
+        options(timeout, signal),
+        NEVER_SPIN,
+      );
     } finally {
       Atomics.sub(this.#c, WAIT_PUT, 1);
     }

@@ -21,9 +21,6 @@ import {
   type RecordRing,
 } from "./ring.ts";
 
-/** Lock-free reads to spin before registering as a sleeper. */
-const SPIN = 2000;
-
 /**
  * Gets a record, waiting (without blocking) up to `timeout` ms.
  *
@@ -47,7 +44,7 @@ export async function getAsync(
   if (first !== EMPTY || timeout <= 0) return first;
   const end = performance.now() + timeout;
   for (;;) {
-    ring.spinReadable(SPIN);
+    ring.spinReadable();
     const v = ring.tryGet(true, kind);
     if (v !== EMPTY) return v;
     await ring.waitGet(Math.max(0, end - performance.now()), signal);
@@ -75,7 +72,7 @@ export function getSync(
   if (first !== EMPTY || timeout <= 0) return first;
   const end = performance.now() + timeout;
   for (;;) {
-    ring.spinReadable(SPIN);
+    ring.spinReadable();
     const v = ring.tryGet(true, kind);
     if (v !== EMPTY) return v;
     ring.waitGetSync(Math.max(0, end - performance.now()));
@@ -106,7 +103,7 @@ export async function putAsync(
   const saved = savePending();
   const end = performance.now() + timeout;
   for (;;) {
-    ring.spinWritable(recordSize(saved.len), SPIN);
+    ring.spinWritable(recordSize(saved.len));
     restorePending(saved);
     const r = ring.tryPut(true);
     if (r !== FULL) return r;
@@ -139,7 +136,7 @@ export function putSync(
   for (;;) {
     // Nothing else runs in this thread while it blocks: the pending record
     // stays as it is.
-    ring.spinWritable(size, SPIN);
+    ring.spinWritable(size);
     const r = ring.tryPut(true);
     if (r !== FULL) return r;
     ring.waitPutSync(Math.max(0, end - performance.now()));

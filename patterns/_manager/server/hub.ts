@@ -6,12 +6,13 @@
  * @module
  */
 
-import { Link, type LinkMemory, SpinPolicy } from "../link.ts";
+import { Link, type LinkMemory } from "../link.ts";
+import { SpinPolicy } from "../../_core/wait.ts";
 import type { Conn } from "./call.ts";
 import type { ServerCore } from "./core.ts";
 
-/** How many loads the server spins on its doorbell before it sleeps. */
-const SERVER_SPIN = 20_000;
+/** The longest spin of the server on its doorbell before it sleeps. */
+const SERVER_SPIN_US = 20;
 
 /**
  * The embedded server's local connections: each is a {@linkcode Link}
@@ -27,7 +28,7 @@ export class LocalHub {
   readonly #links = new Map<Conn, Link>();
   #running = false;
   #yield: MessageChannel | undefined;
-  readonly #spin = new SpinPolicy(SERVER_SPIN);
+  readonly #spin = new SpinPolicy(SERVER_SPIN_US);
 
   /**
    * Makes the hub.
@@ -129,15 +130,7 @@ export class LocalHub {
         }
         continue;
       }
-      let changed = false;
-      for (let i = spin.budget; i > 0; i--) {
-        if (Atomics.load(bell, 0) !== seen) {
-          changed = true;
-          break;
-        }
-      }
-      spin.record(changed);
-      if (changed) continue;
+      if (spin.spinWhile(bell, 0, seen)) continue;
       Atomics.store(bell, 1, 1);
       if (Atomics.load(bell, 0) === seen) {
         const r = Atomics.waitAsync(bell, 0, seen, backlog ? 1 : 1000);

@@ -7,6 +7,8 @@
  * @module
  */
 
+import { forEachNode, MAX_DEPTH } from "../../_core/walk.ts";
+
 /** A reference to a managed object inside a value held by the server. */
 export class Ref {
   /**
@@ -19,27 +21,12 @@ export class Ref {
 }
 
 /** Calls `fn` for each reference inside a stored value. */
-export function forEachRef(
-  value: unknown,
-  fn: (r: Ref) => void,
-  depth = 0,
-): void {
-  if (typeof value !== "object" || value === null || depth > 250) return;
-  if (value instanceof Ref) return fn(value);
-  if (Array.isArray(value)) {
-    for (const x of value) forEachRef(x, fn, depth + 1);
-  } else if (value instanceof Map) {
-    for (const [k, x] of value) {
-      forEachRef(k, fn, depth + 1);
-      forEachRef(x, fn, depth + 1);
-    }
-  } else if (value instanceof Set) {
-    for (const x of value) forEachRef(x, fn, depth + 1);
-  } else if (!ArrayBuffer.isView(value) && !(value instanceof Date)) {
-    for (const k of Object.keys(value)) {
-      forEachRef((value as Record<string, unknown>)[k], fn, depth + 1);
-    }
-  }
+export function forEachRef(value: unknown, fn: (r: Ref) => void): void {
+  forEachNode(value, (node) => {
+    if (!(node instanceof Ref)) return true;
+    fn(node);
+    return false;
+  });
 }
 
 /**
@@ -50,7 +37,7 @@ export function deepEqual(a: unknown, b: unknown, depth = 0): boolean {
   if (typeof a === "number" && typeof b === "number") return a === b;
   if (
     typeof a !== "object" || typeof b !== "object" || a === null ||
-    b === null || depth > 100
+    b === null || depth > MAX_DEPTH
   ) return false;
   if (a instanceof Ref || b instanceof Ref) {
     return a instanceof Ref && b instanceof Ref && a.id === b.id;
