@@ -16,8 +16,9 @@ import { section as cube } from "./compare_cube.ts";
 import { section as channels } from "./compare_channels.ts";
 import { section as manager } from "./compare_manager.ts";
 import { section as shared } from "./compare_shared.ts";
+import { section as load } from "./compare_load.ts";
 
-const sections = [cube, shared, channels, manager];
+const sections = [cube, shared, channels, manager, load];
 
 const { values } = parseArgs({
   args: Deno.args,
