@@ -59,13 +59,8 @@ import {
 } from "./_core/typecodes.ts";
 import { describeValue } from "./_core/errors.ts";
 import { isMainModule } from "./_core/runtime.ts";
-import {
-  kAttach,
-  kShare,
-  registerShareable,
-  type SharedHandle,
-} from "./_core/share.ts";
-import { parseCli } from "./_demo.ts";
+import { kAttach, kShare, registerShareable } from "./_core/share.ts";
+import type { SharedHandle } from "./_core/share.ts";
 import type { Lock, RLock } from "./_sync/lock.ts";
 import { lockOption, noLockError } from "./value.ts";
 
@@ -490,6 +485,7 @@ registerShareable("array.array", (d) => {
 // -- Demo --------------------------------------------------------------------
 
 if (isMainModule(import.meta)) {
+  const { parseCli } = await import("./_demo.ts");
   parseCli(
     Deno.args,
     "deno task array",

@@ -61,21 +61,11 @@ export {
   type TaskFunction,
   type TaskName,
 } from "./_pool/task.ts";
-export {
-  type JoinOptions,
-  Process,
-  type ProcessOptions,
-} from "./_pool/process.ts";
+export { Process } from "./_pool/process.ts";
+export type { JoinOptions, ProcessOptions } from "./_pool/process.ts";
 export { cpuCount, Pool, type PoolOptions } from "./_pool/pool.ts";
 export { type ApplyOptions, type MapOptions } from "./_pool/calls.ts";
 
-import {
-  formatDuration,
-  formatNumber,
-  intOption,
-  parseCli,
-  ProgressBar,
-} from "./_demo.ts";
 import { isMainModule } from "./_core/runtime.ts";
 import { cpuCount, Pool } from "./_pool/pool.ts";
 import { Process } from "./_pool/process.ts";
@@ -83,6 +73,8 @@ import { Process } from "./_pool/process.ts";
 // -- Demo ------------------------------------------------------------------
 
 async function demo(): Promise<void> {
+  const { formatDuration, formatNumber, intOption, parseCli, ProgressBar } =
+    await import("./_demo.ts");
   const { values } = parseCli(
     Deno.args,
     "deno task cube",

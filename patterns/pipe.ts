@@ -63,11 +63,8 @@ import {
   RecordRing,
 } from "./_shm/ring.ts";
 import { getAsync, getSync, putSync } from "./_shm/wait.ts";
-import {
-  checkTimeout,
-  throwIfAborted,
-  type WaitOptions,
-} from "./_core/deadline.ts";
+import { checkTimeout, throwIfAborted } from "./_core/deadline.ts";
+import type { WaitOptions } from "./_core/deadline.ts";
 import {
   ClosedError,
   describeValue,
@@ -75,14 +72,8 @@ import {
   timeoutError,
 } from "./_core/errors.ts";
 import { isMainModule, isWorkerThread } from "./_core/runtime.ts";
-import {
-  kShare,
-  registerShareable,
-  type Shareable,
-  type ShareContext,
-  type SharedHandle,
-} from "./_core/share.ts";
-import { parseCli } from "./_demo.ts";
+import { kShare, registerShareable } from "./_core/share.ts";
+import type { Shareable, ShareContext, SharedHandle } from "./_core/share.ts";
 
 export { ClosedError, EOFError } from "./_core/errors.ts";
 export { kShare } from "./_core/share.ts";
@@ -713,6 +704,7 @@ export function Pipe(
 }
 
 if (isMainModule(import.meta)) {
+  const { parseCli } = await import("./_demo.ts");
   parseCli(
     Deno.args,
     "deno task pipe",

@@ -54,11 +54,8 @@ import {
   RecordRing,
 } from "./_shm/ring.ts";
 import { getAsync, getSync, putAsync, putSync } from "./_shm/wait.ts";
-import {
-  checkTimeout,
-  throwIfAborted,
-  type WaitOptions,
-} from "./_core/deadline.ts";
+import { checkTimeout, throwIfAborted } from "./_core/deadline.ts";
+import type { WaitOptions } from "./_core/deadline.ts";
 import {
   ClosedError,
   describeValue,
@@ -66,15 +63,8 @@ import {
   FullError,
 } from "./_core/errors.ts";
 import { isMainModule } from "./_core/runtime.ts";
-import {
-  kAttach,
-  kShare,
-  registerShareable,
-  type Shareable,
-  type ShareContext,
-  type SharedHandle,
-} from "./_core/share.ts";
-import { parseCli } from "./_demo.ts";
+import { kAttach, kShare, registerShareable } from "./_core/share.ts";
+import type { Shareable, ShareContext, SharedHandle } from "./_core/share.ts";
 
 export { ClosedError, EmptyError, FullError } from "./_core/errors.ts";
 export { kShare } from "./_core/share.ts";
@@ -196,6 +186,19 @@ function getError(
       ? `Cannot ${what}: the queue is empty`
       : `Cannot ${what}: the queue is still empty after ${timeout} ms`,
   );
+}
+
+/** The async put of every queue type: encodes, then waits for room. */
+async function putItem(
+  ring: RecordRing,
+  item: unknown,
+  options: WaitOptions,
+): Promise<void> {
+  const timeout = checkTimeout(options.timeout, "put");
+  throwIfAborted(options.signal);
+  ring.checkFits(encodeRecord(item, "put"), "put");
+  const r = await putAsync(ring, timeout, options.signal);
+  if (r !== OK) throw putError(r, "put", timeout);
 }
 
 function getResult(v: unknown, timeout: number): unknown {
@@ -346,11 +349,7 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
    * @throws {ClosedError} If the queue is closed.
    */
   async put(item: T, options: WaitOptions = {}): Promise<void> {
-    const timeout = checkTimeout(options.timeout, "put");
-    throwIfAborted(options.signal);
-    this.#ring.checkFits(encodeRecord(item, "put"), "put");
-    const r = await putAsync(this.#ring, timeout, options.signal);
-    if (r !== OK) throw putError(r, "put", timeout);
+    await putItem(this.#ring, item, options);
     if (this.#joinable) this.#ring.addUnfinished();
   }
 
@@ -754,12 +753,8 @@ export class SimpleQueue<T = unknown> implements Shareable {
    * @throws {FullError} If the timeout passes while there is no room.
    * @throws {ClosedError} If the queue is closed.
    */
-  async put(item: T, options: WaitOptions = {}): Promise<void> {
-    const timeout = checkTimeout(options.timeout, "put");
-    throwIfAborted(options.signal);
-    this.#ring.checkFits(encodeRecord(item, "put"), "put");
-    const r = await putAsync(this.#ring, timeout, options.signal);
-    if (r !== OK) throw putError(r, "put", timeout);
+  put(item: T, options: WaitOptions = {}): Promise<void> {
+    return putItem(this.#ring, item, options);
   }
 
   /**
@@ -840,6 +835,7 @@ registerShareable(QUEUE_TYPE, (raw) => {
 });
 
 if (isMainModule(import.meta)) {
+  const { parseCli } = await import("./_demo.ts");
   parseCli(
     Deno.args,
     "deno task queue",

@@ -68,7 +68,6 @@
 
 import { describeValue } from "./_core/errors.ts";
 import { isMainModule } from "./_core/runtime.ts";
-import { parseCli } from "./_demo.ts";
 import { Manager } from "./_manager/manager.ts";
 import type { DictProxy, ListProxy } from "./_manager/proxies/mod.ts";
 import { serve } from "./_manager/serve.ts";
@@ -184,6 +183,7 @@ async function serveCli(
 }
 
 if (isMainModule(import.meta)) {
+  const { parseCli } = await import("./_demo.ts");
   const args = parseCli(
     Deno.args,
     "deno task manager [demo | serve]",

@@ -77,7 +77,6 @@
  */
 
 import { isMainModule } from "./_core/runtime.ts";
-import { parseCli } from "./_demo.ts";
 import { Lock } from "./_sync/lock.ts";
 import { Barrier } from "./_sync/barrier.ts";
 
@@ -94,6 +93,7 @@ export { Barrier, type BarrierOptions } from "./_sync/barrier.ts";
 // -- Demo --------------------------------------------------------------------
 
 if (isMainModule(import.meta)) {
+  const { parseCli } = await import("./_demo.ts");
   parseCli(
     Deno.args,
     "deno task sync",

@@ -69,13 +69,8 @@ import {
 } from "./_core/typecodes.ts";
 import { describeValue } from "./_core/errors.ts";
 import { isMainModule } from "./_core/runtime.ts";
-import {
-  kAttach,
-  kShare,
-  registerShareable,
-  type SharedHandle,
-} from "./_core/share.ts";
-import { parseCli } from "./_demo.ts";
+import { kAttach, kShare, registerShareable } from "./_core/share.ts";
+import type { SharedHandle } from "./_core/share.ts";
 import { Lock, RLock } from "./_sync/lock.ts";
 
 export { kShare } from "./_core/share.ts";
@@ -584,6 +579,7 @@ registerShareable("value.value", (d) => {
 // -- Demo --------------------------------------------------------------------
 
 if (isMainModule(import.meta)) {
+  const { parseCli } = await import("./_demo.ts");
   parseCli(
     Deno.args,
     "deno task value",

@@ -108,6 +108,20 @@ export const TAKEN = 0;
 /** A lock path gave up: its timeout passed first. */
 export const TIMED_OUT: -1 = -1;
 
+/** `#look`: the word changed under the look; look again. */
+const RETRY = -2;
+/** `#look`: a live holder (or one within its grace) has it; sleep. */
+const WAIT = -3;
+
+/** What the lock paths remember between two looks at the word. */
+interface Watch {
+  /** The holder last seen dead, and since when (ms). */
+  dead: number;
+  since: number;
+  /** The holder to sleep on. */
+  holder: number;
+}
+
 function deadline(timeout: number): number {
   return timeout === Infinity ? Infinity : performance.now() + timeout;
 }
@@ -191,34 +205,21 @@ export class OwnerWord {
     const owner = this.#owner;
     const { sliceMs, stopCheck } = this.#policy;
     const end = deadline(timeout);
-    let dead = 0;
-    let deadSince = 0;
+    const watch: Watch = { dead: 0, since: 0, holder: 0 };
     for (let first = true;; first = false) {
       if (!first || timeout > 0) {
         const seen = Atomics.load(w, owner);
         if (seen !== 0) this.#spin.spinWhile(w, owner, seen);
         if (Atomics.compareExchange(w, owner, 0, me) === 0) return TAKEN;
       }
-      const h = Atomics.load(w, owner);
-      if (h === 0) {
-        if (Atomics.compareExchange(w, owner, 0, me) === 0) return TAKEN;
-        continue;
-      }
-      if (!isThreadAlive(h)) {
-        if (dead !== h) {
-          dead = h;
-          deadSince = performance.now();
-        }
-        if (this.#graceOver(deadSince)) {
-          if (Atomics.compareExchange(w, owner, h, me) === h) return h;
-          continue;
-        }
-      }
+      const r = this.#look(me, watch);
+      if (r === RETRY) continue;
+      if (r !== WAIT) return r;
       if (stopCheck) throwIfStopRequested();
       const left = end - performance.now();
       if (left <= 0) return TIMED_OUT;
       Atomics.add(w, this.#sleepers, 1);
-      Atomics.wait(w, owner, h, Math.min(left, sliceMs));
+      Atomics.wait(w, owner, watch.holder, Math.min(left, sliceMs));
       Atomics.sub(w, this.#sleepers, 1);
     }
   }
@@ -242,30 +243,17 @@ export class OwnerWord {
     const w = this.#w;
     const owner = this.#owner;
     const end = deadline(timeout);
-    let dead = 0;
-    let deadSince = 0;
+    const watch: Watch = { dead: 0, since: 0, holder: 0 };
     for (;;) {
       throwIfAborted(signal);
-      const h = Atomics.load(w, owner);
-      if (h === 0) {
-        if (Atomics.compareExchange(w, owner, 0, me) === 0) return TAKEN;
-        continue;
-      }
-      if (!isThreadAlive(h)) {
-        if (dead !== h) {
-          dead = h;
-          deadSince = performance.now();
-        }
-        if (this.#graceOver(deadSince)) {
-          if (Atomics.compareExchange(w, owner, h, me) === h) return h;
-          continue;
-        }
-      }
+      const r = this.#look(me, watch);
+      if (r === RETRY) continue;
+      if (r !== WAIT) return r;
       const left = end - performance.now();
       if (left <= 0) return TIMED_OUT;
       Atomics.add(w, this.#sleepers, 1);
       try {
-        await waitAsync(w, owner, h, {
+        await waitAsync(w, owner, watch.holder, {
           timeout: Math.min(left, this.#policy.sliceMs),
           ...(signal ? { signal } : {}),
         }, this.#spin);
@@ -273,6 +261,34 @@ export class OwnerWord {
         Atomics.sub(w, this.#sleepers, 1);
       }
     }
+  }
+
+  /**
+   * One look at the word: takes it if it is free, or if its holder has been
+   * seen dead for the policy's grace; otherwise says to wait for
+   * `watch.holder`.
+   *
+   * @returns {@linkcode TAKEN}, the dead holder's id it took over from,
+   *   `WAIT`, or `RETRY` (the word changed under the look).
+   */
+  #look(me: number, watch: Watch): number {
+    const w = this.#w;
+    const owner = this.#owner;
+    const h = Atomics.load(w, owner);
+    if (h === 0) {
+      return Atomics.compareExchange(w, owner, 0, me) === 0 ? TAKEN : RETRY;
+    }
+    if (!isThreadAlive(h)) {
+      if (watch.dead !== h) {
+        watch.dead = h;
+        watch.since = performance.now();
+      }
+      if (this.#graceOver(watch.since)) {
+        return Atomics.compareExchange(w, owner, h, me) === h ? h : RETRY;
+      }
+    }
+    watch.holder = h;
+    return WAIT;
   }
 
   /** Whether a holder seen dead since `since` may be taken over now. */

@@ -19,21 +19,13 @@ import {
   reviveError,
   WorkerCrashedError,
 } from "../_core/errors.ts";
-import {
-  checkTimeout,
-  throwIfAborted,
-  type WaitOptions,
-} from "../_core/deadline.ts";
+import { checkTimeout, throwIfAborted } from "../_core/deadline.ts";
+import type { WaitOptions } from "../_core/deadline.ts";
 import { currentThreadId, isThreadAlive } from "../_core/runtime.ts";
 import { CANCELLED, type LinkMemory, type RefTag } from "./protocol.ts";
 import { decodeWire, encodeWire } from "./wire.ts";
-import {
-  connectSocket,
-  linkTransport,
-  type RemoteParams,
-  socketTransport,
-  type Transport,
-} from "./transports.ts";
+import { connectSocket, linkTransport, socketTransport } from "./transports.ts";
+import type { RemoteParams, Transport } from "./transports.ts";
 
 /** The error classes a server's error replies are revived as. */
 export const ERROR_CLASSES = {

@@ -48,14 +48,8 @@ import {
 } from "../_core/errors.ts";
 import { toBase64 } from "./base64.ts";
 import type { FramedSocket } from "./frames.ts";
-import {
-  type ClientHello,
-  DEFAULT_MAX_FRAME,
-  PROTOCOL,
-  PROTOCOL_VERSION,
-  type ServerHello,
-  type ServerWelcome,
-} from "./protocol.ts";
+import { DEFAULT_MAX_FRAME, PROTOCOL, PROTOCOL_VERSION } from "./protocol.ts";
+import type { ClientHello, ServerHello, ServerWelcome } from "./protocol.ts";
 
 const encoder = new TextEncoder();
 

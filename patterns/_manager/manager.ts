@@ -149,21 +149,11 @@ export class Manager implements AsyncDisposable {
   readonly #worker: ManagedWorker | undefined;
   #down = false;
 
-  /**
-   * Wraps a connection; managers are made by {@linkcode Manager.start} and
-   * {@linkcode Manager.connect}, not by user code.
-   *
-   * @param client The connection (internal).
-   * @param worker The embedded server's worker (internal).
-   */
-  constructor(client: unknown, worker?: unknown) {
-    if (!(client instanceof ManagerClient)) {
-      throw new TypeError(
-        "Cannot make a Manager directly: use Manager.start() or Manager.connect()",
-      );
-    }
+  // The one `private` of the package: a constructor cannot be `#private`,
+  // and managers are made only by `Manager.start()` and `Manager.connect()`.
+  private constructor(client: ManagerClient, worker?: ManagedWorker) {
     this.#client = client;
-    this.#worker = worker as ManagedWorker | undefined;
+    this.#worker = worker;
   }
 
   /**

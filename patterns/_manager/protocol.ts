@@ -55,6 +55,19 @@ export type TypeId =
   | "value"
   | "array";
 
+/** The methods of both queue types. */
+const QUEUE_METHODS = [
+  "put",
+  "get",
+  "qsize",
+  "empty",
+  "full",
+  "close",
+  "closed",
+  "taskDone",
+  "join",
+] as const;
+
 /**
  * The methods each built-in type answers: the server's allowlist (its
  * method tables are checked against it) and the names the client's
@@ -100,28 +113,8 @@ export const METHODS = {
   condition: ["acquire", "release", "wait", "notify", "notifyAll", "locked"],
   event: ["set", "clear", "isSet", "wait"],
   barrier: ["wait", "abort", "reset", "parties", "nWaiting", "broken"],
-  queue: [
-    "put",
-    "get",
-    "qsize",
-    "empty",
-    "full",
-    "close",
-    "closed",
-    "taskDone",
-    "join",
-  ],
-  joinableQueue: [
-    "put",
-    "get",
-    "qsize",
-    "empty",
-    "full",
-    "close",
-    "closed",
-    "taskDone",
-    "join",
-  ],
+  queue: QUEUE_METHODS,
+  joinableQueue: QUEUE_METHODS,
   value: ["get", "set", "add"],
   array: ["get", "set", "length", "toArray"],
 } as const satisfies Record<TypeId, readonly string[]>;

@@ -45,6 +45,21 @@ const TYPED: Record<string, new (b: ArrayBuffer) => ArrayBufferView> = {
 };
 
 /**
+ * Sets an own data property, `"__proto__"` included (a plain assignment of
+ * that key would set the prototype instead).
+ */
+function setOwn(out: Record<string, unknown>, k: string, x: unknown): void {
+  if (k === "__proto__") {
+    Object.defineProperty(out, k, {
+      value: x,
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
+  } else out[k] = x;
+}
+
+/**
  * Encodes a value into a JSON-compatible tree: JSON's own values pass
  * through; `undefined`, `bigint`, non-finite numbers and `-0`, `Map`, `Set`,
  * `Date`, typed arrays, plain objects that use the tag key, and references
@@ -108,15 +123,7 @@ export function encodeWire(
     }
     const out: Record<string, unknown> = {};
     for (const k of Object.keys(rec)) {
-      const x = encodeWire(rec[k], refs, d);
-      if (k === "__proto__") {
-        Object.defineProperty(out, k, {
-          value: x,
-          enumerable: true,
-          writable: true,
-          configurable: true,
-        });
-      } else out[k] = x;
+      setOwn(out, k, encodeWire(rec[k], refs, d));
     }
     return out;
   }
@@ -193,15 +200,7 @@ export function decodeWire(
   if (!Object.hasOwn(rec, TAG)) {
     const out: Record<string, unknown> = {};
     for (const k of Object.keys(rec)) {
-      const x = decodeWire(rec[k], refs, freeze, d);
-      if (k === "__proto__") {
-        Object.defineProperty(out, k, {
-          value: x,
-          enumerable: true,
-          writable: true,
-          configurable: true,
-        });
-      } else out[k] = x;
+      setOwn(out, k, decodeWire(rec[k], refs, freeze, d));
     }
     return freeze ? Object.freeze(out) : out;
   }

@@ -8,21 +8,11 @@
 
 import { describeValue } from "../_core/errors.ts";
 import { throwIfAborted, withDeadline } from "../_core/deadline.ts";
-import {
-  ApplyCall,
-  type ApplyOptions,
-  failedIterator,
-  IterCall,
-  type MapOptions,
-  PromiseCall,
-} from "./calls.ts";
+import { ApplyCall, failedIterator, IterCall, PromiseCall } from "./calls.ts";
+import type { ApplyOptions, MapOptions } from "./calls.ts";
 import type { JoinOptions } from "./process.ts";
-import {
-  CALL_ITEM,
-  CALL_SPREAD,
-  type CallMode,
-  type TaskDef,
-} from "./protocol.ts";
+import { CALL_ITEM, CALL_SPREAD } from "./protocol.ts";
+import type { CallMode, TaskDef } from "./protocol.ts";
 import { Dispatcher } from "./slots.ts";
 import {
   type ArgOf,

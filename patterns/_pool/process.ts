@@ -6,25 +6,13 @@
  */
 
 import { describeValue } from "../_core/errors.ts";
-import {
-  type ManagedWorker,
-  spawnWorker,
-  type WorkerDeath,
-} from "../_core/worker.ts";
+import { spawnWorker } from "../_core/worker.ts";
+import type { ManagedWorker, WorkerDeath } from "../_core/worker.ts";
 import { withDeadline } from "../_core/deadline.ts";
-import {
-  type FromWorker,
-  type ProcessMsg,
-  type TaskDef,
-  WORKER_URL,
-} from "./protocol.ts";
-import {
-  checkModule,
-  encodeArgs,
-  taskDef,
-  type TaskFunction,
-  type TaskName,
-} from "./task.ts";
+import { WORKER_URL } from "./protocol.ts";
+import type { FromWorker, ProcessMsg, TaskDef } from "./protocol.ts";
+import { checkModule, encodeArgs, taskDef } from "./task.ts";
+import type { TaskFunction, TaskName } from "./task.ts";
 
 /**
  * Options of {@linkcode Process}.

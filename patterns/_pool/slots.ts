@@ -16,11 +16,8 @@ import {
   WorkerCrashedError,
 } from "../_core/errors.ts";
 import { decodeShared } from "../_core/share.ts";
-import {
-  type ManagedWorker,
-  spawnWorker,
-  type WorkerDeath,
-} from "../_core/worker.ts";
+import { spawnWorker } from "../_core/worker.ts";
+import type { ManagedWorker, WorkerDeath } from "../_core/worker.ts";
 import { ApplyCall, type CallHost, type PoolCall } from "./calls.ts";
 import {
   type CallMode,

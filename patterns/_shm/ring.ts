@@ -378,11 +378,7 @@ export class RecordRing {
    * @param timeout Milliseconds.
    */
   waitGetSync(timeout: number): void {
-    try {
-      waitSync(this.#c, PUT_SEQ, this.#seq, timeout, NEVER_SPIN);
-    } finally {
-      Atomics.sub(this.#c, WAIT_GET, 1);
-    }
+    this.#sleepSync(PUT_SEQ, WAIT_GET, timeout);
   }
 
   /**
@@ -391,11 +387,7 @@ export class RecordRing {
    * @param timeout Milliseconds.
    */
   waitPutSync(timeout: number): void {
-    try {
-      waitSync(this.#c, GET_SEQ, this.#seq, timeout, NEVER_SPIN);
-    } finally {
-      Atomics.sub(this.#c, WAIT_PUT, 1);
-    }
+    this.#sleepSync(GET_SEQ, WAIT_PUT, timeout);
   }
 
   /**
@@ -404,22 +396,8 @@ export class RecordRing {
    * @param timeout Milliseconds.
    * @param signal Aborts the wait with its reason.
    */
-  async waitGet(
-    timeout: number,
-    signal: AbortSignal | undefined,
-  ): Promise<void> {
-    const seq = this.#seq;
-    try {
-      await waitAsync(
-        this.#c,
-        PUT_SEQ,
-        seq,
-        options(timeout, signal),
-        NEVER_SPIN,
-      );
-    } finally {
-      Atomics.sub(this.#c, WAIT_GET, 1);
-    }
+  waitGet(timeout: number, signal: AbortSignal | undefined): Promise<void> {
+    return this.#sleep(PUT_SEQ, WAIT_GET, timeout, signal);
   }
 
   /**
@@ -428,21 +406,34 @@ export class RecordRing {
    * @param timeout Milliseconds.
    * @param signal Aborts the wait with its reason.
    */
-  async waitPut(
+  waitPut(timeout: number, signal: AbortSignal | undefined): Promise<void> {
+    return this.#sleep(GET_SEQ, WAIT_PUT, timeout, signal);
+  }
+
+  /**
+   * Sleeps on the sequence word `seq` (the caller registered in `waiters`,
+   * which it leaves on waking). The spin came before the registration.
+   */
+  #sleepSync(seq: number, waiters: number, timeout: number): void {
+    try {
+      waitSync(this.#c, seq, this.#seq, timeout, NEVER_SPIN);
+    } finally {
+      Atomics.sub(this.#c, waiters, 1);
+    }
+  }
+
+  /** The promise twin of `#sleepSync`. */
+  async #sleep(
+    seq: number,
+    waiters: number,
     timeout: number,
     signal: AbortSignal | undefined,
   ): Promise<void> {
-    const seq = this.#seq;
+    const seen = this.#seq;
     try {
-      await waitAsync(
-        this.#c,
-        GET_SEQ,
-        seq,
-        options(timeout, signal),
-        NEVER_SPIN,
-      );
+      await waitAsync(this.#c, seq, seen, options(timeout, signal), NEVER_SPIN);
     } finally {
-      Atomics.sub(this.#c, WAIT_PUT, 1);
+      Atomics.sub(this.#c, waiters, 1);
     }
   }
 

@@ -13,13 +13,8 @@ import {
   restorePending,
   savePending,
 } from "./codec.ts";
-import {
-  EMPTY,
-  FULL,
-  type PutResult,
-  type RecordKind,
-  type RecordRing,
-} from "./ring.ts";
+import { EMPTY, FULL } from "./ring.ts";
+import type { PutResult, RecordKind, RecordRing } from "./ring.ts";
 
 /**
  * Gets a record, waiting (without blocking) up to `timeout` ms.

@@ -6,19 +6,12 @@
  */
 
 import { BrokenBarrierError, describeValue } from "../_core/errors.ts";
-import {
-  checkTimeout,
-  throwIfAborted,
-  type WaitOptions,
-} from "../_core/deadline.ts";
+import { checkTimeout, throwIfAborted } from "../_core/deadline.ts";
+import type { WaitOptions } from "../_core/deadline.ts";
 import { compileTask, taskSource } from "../_core/task.ts";
 import { currentThreadId } from "../_core/runtime.ts";
-import {
-  kAttach,
-  kShare,
-  registerShareable,
-  type SharedHandle,
-} from "../_core/share.ts";
+import { kAttach, kShare, registerShareable } from "../_core/share.ts";
+import type { SharedHandle } from "../_core/share.ts";
 import { waitAsync, waitSync } from "../_core/wait.ts";
 import { OwnerWord, SHORT_LOCK } from "../_core/owner_word.ts";
 import { deadline, optionsOf, words } from "./common.ts";

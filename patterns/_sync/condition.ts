@@ -5,19 +5,12 @@
  * @module
  */
 
-import {
-  checkTimeout,
-  throwIfAborted,
-  type WaitOptions,
-} from "../_core/deadline.ts";
+import { checkTimeout, throwIfAborted } from "../_core/deadline.ts";
+import type { WaitOptions } from "../_core/deadline.ts";
 import { currentThreadId, isThreadAlive } from "../_core/runtime.ts";
 import { describeValue } from "../_core/errors.ts";
-import {
-  kAttach,
-  kShare,
-  registerShareable,
-  type SharedHandle,
-} from "../_core/share.ts";
+import { kAttach, kShare, registerShareable } from "../_core/share.ts";
+import type { SharedHandle } from "../_core/share.ts";
 import { waitAsync, waitSync } from "../_core/wait.ts";
 import { OwnerWord, USER_LOCK } from "../_core/owner_word.ts";
 import { checkCount, deadline, optionsOf, words } from "./common.ts";

@@ -4,17 +4,10 @@
  * @module
  */
 
-import {
-  checkTimeout,
-  throwIfAborted,
-  type WaitOptions,
-} from "../_core/deadline.ts";
-import {
-  kAttach,
-  kShare,
-  registerShareable,
-  type SharedHandle,
-} from "../_core/share.ts";
+import { checkTimeout, throwIfAborted } from "../_core/deadline.ts";
+import type { WaitOptions } from "../_core/deadline.ts";
+import { kAttach, kShare, registerShareable } from "../_core/share.ts";
+import type { SharedHandle } from "../_core/share.ts";
 import { waitAsync, waitSync } from "../_core/wait.ts";
 import { deadline, optionsOf, words } from "./common.ts";
 

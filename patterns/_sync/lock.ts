@@ -6,18 +6,11 @@
  * @module
  */
 
-import {
-  checkTimeout,
-  throwIfAborted,
-  type WaitOptions,
-} from "../_core/deadline.ts";
+import { checkTimeout, throwIfAborted } from "../_core/deadline.ts";
+import type { WaitOptions } from "../_core/deadline.ts";
 import { currentThreadId } from "../_core/runtime.ts";
-import {
-  kAttach,
-  kShare,
-  registerShareable,
-  type SharedHandle,
-} from "../_core/share.ts";
+import { kAttach, kShare, registerShareable } from "../_core/share.ts";
+import type { SharedHandle } from "../_core/share.ts";
 import { OwnerWord, TAKEN, TIMED_OUT, USER_LOCK } from "../_core/owner_word.ts";
 import { abandoned, guardOrTimeout, optionsOf, words } from "./common.ts";
 

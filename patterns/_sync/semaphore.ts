@@ -7,22 +7,15 @@
  */
 
 import { AbandonedError } from "../_core/errors.ts";
-import {
-  checkTimeout,
-  throwIfAborted,
-  type WaitOptions,
-} from "../_core/deadline.ts";
+import { checkTimeout, throwIfAborted } from "../_core/deadline.ts";
+import type { WaitOptions } from "../_core/deadline.ts";
 import {
   currentThreadId,
   isThreadAlive,
   throwIfStopRequested,
 } from "../_core/runtime.ts";
-import {
-  kAttach,
-  kShare,
-  registerShareable,
-  type SharedHandle,
-} from "../_core/share.ts";
+import { kAttach, kShare, registerShareable } from "../_core/share.ts";
+import type { SharedHandle } from "../_core/share.ts";
 import { waitAsync } from "../_core/wait.ts";
 import {
   checkCount,

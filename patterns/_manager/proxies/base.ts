@@ -7,11 +7,8 @@
  */
 
 import { ClosedError } from "../../_core/errors.ts";
-import {
-  kShare,
-  type ShareContext,
-  type SharedHandle,
-} from "../../_core/share.ts";
+import { kShare } from "../../_core/share.ts";
+import type { ShareContext, SharedHandle } from "../../_core/share.ts";
 import { nonce } from "../handshake.ts";
 import { allocateLink } from "../link.ts";
 import type { RefTag } from "../protocol.ts";

@@ -10,48 +10,23 @@
 
 import { currentThreadId } from "../../_core/runtime.ts";
 import { registerShareable } from "../../_core/share.ts";
-import {
-  isTypeId,
-  type LinkMemory,
-  type RefTag,
-  type TypeId,
-} from "../protocol.ts";
+import { isTypeId } from "../protocol.ts";
+import type { LinkMemory, RefTag, TypeId } from "../protocol.ts";
 import { ManagerClient, type ProxyBinding } from "../client.ts";
-import {
-  type BaseProxy,
-  finalizer,
-  refOf,
-  SHARE_TYPE,
-  stateOf,
-} from "./base.ts";
-import { DictProxy, ListProxy, NamespaceProxy } from "./collections.ts";
-import {
-  BarrierProxy,
-  BoundedSemaphoreProxy,
-  ConditionProxy,
-  EventProxy,
-  LockProxy,
-  RLockProxy,
-  SemaphoreProxy,
-} from "./sync.ts";
-import { JoinableQueueProxy, QueueProxy } from "./queue.ts";
-import { ArrayProxy, ValueProxy } from "./value.ts";
+import { finalizer, refOf, SHARE_TYPE, stateOf } from "./base.ts";
+import type { BaseProxy } from "./base.ts";
+import * as collections from "./collections.ts";
+import * as sync from "./sync.ts";
+import * as queue from "./queue.ts";
+import * as value from "./value.ts";
 import { ObjectProxy, wrapObject } from "./object.ts";
 
 export { BaseProxy } from "./base.ts";
 export type { DictKey } from "../protocol.ts";
-export { DictProxy, ListProxy, NamespaceProxy } from "./collections.ts";
-export {
-  BarrierProxy,
-  BoundedSemaphoreProxy,
-  ConditionProxy,
-  EventProxy,
-  LockProxy,
-  RLockProxy,
-  SemaphoreProxy,
-} from "./sync.ts";
-export { JoinableQueueProxy, QueueProxy } from "./queue.ts";
-export { ArrayProxy, ValueProxy } from "./value.ts";
+export * from "./collections.ts";
+export * from "./sync.ts";
+export * from "./queue.ts";
+export * from "./value.ts";
 export { ObjectProxy, type Remote } from "./object.ts";
 
 /** A proxy class, as the table holds it. */
@@ -59,20 +34,20 @@ type ProxyClass = new (client: unknown, id: number, type: string) => BaseProxy;
 
 /** The proxy class of each built-in type id. */
 const PROXY_CLASSES = {
-  dict: DictProxy,
-  list: ListProxy,
-  namespace: NamespaceProxy,
-  lock: LockProxy,
-  rlock: RLockProxy,
-  semaphore: SemaphoreProxy,
-  boundedSemaphore: BoundedSemaphoreProxy,
-  condition: ConditionProxy,
-  event: EventProxy,
-  barrier: BarrierProxy,
-  queue: QueueProxy,
-  joinableQueue: JoinableQueueProxy,
-  value: ValueProxy,
-  array: ArrayProxy,
+  dict: collections.DictProxy,
+  list: collections.ListProxy,
+  namespace: collections.NamespaceProxy,
+  lock: sync.LockProxy,
+  rlock: sync.RLockProxy,
+  semaphore: sync.SemaphoreProxy,
+  boundedSemaphore: sync.BoundedSemaphoreProxy,
+  condition: sync.ConditionProxy,
+  event: sync.EventProxy,
+  barrier: sync.BarrierProxy,
+  queue: queue.QueueProxy,
+  joinableQueue: queue.JoinableQueueProxy,
+  value: value.ValueProxy,
+  array: value.ArrayProxy,
 } satisfies Record<TypeId, ProxyClass>;
 
 /** The proxy of `ref` (a registered type's gets an {@linkcode ObjectProxy}). */

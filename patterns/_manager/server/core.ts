@@ -23,14 +23,8 @@ import { describeValue } from "../../_core/errors.ts";
 import { isThreadAlive } from "../../_core/runtime.ts";
 import type { RefTag, RootMethod } from "../protocol.ts";
 import { decodeWire, encodeWire } from "../wire.ts";
-import {
-  type Conn,
-  type Handler,
-  type Managed,
-  type ObjectHost,
-  PENDING,
-  ServerCall,
-} from "./call.ts";
+import { PENDING, ServerCall } from "./call.ts";
+import type { Conn, Handler, Managed, ObjectHost } from "./call.ts";
 import { HostedObj, type HostedType } from "./hosted.ts";
 import { makeObject } from "./objects/make.ts";
 import { forEachRef, Ref } from "./ref.ts";

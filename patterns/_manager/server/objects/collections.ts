@@ -7,12 +7,8 @@
 
 import { describeValue } from "../../../_core/errors.ts";
 import type { DictKey } from "../../protocol.ts";
-import {
-  type Handler,
-  type Managed,
-  methods,
-  type ObjectHost,
-} from "../call.ts";
+import { methods } from "../call.ts";
+import type { Handler, Managed, ObjectHost } from "../call.ts";
 import { deepEqual, Ref } from "../ref.ts";
 import { arg, checkKey, compare, index } from "./args.ts";
 

@@ -6,13 +6,8 @@
  */
 
 import { ClosedError, EmptyError, FullError } from "../../../_core/errors.ts";
-import {
-  type Handler,
-  type Managed,
-  methods,
-  type ObjectHost,
-  type Waiter,
-} from "../call.ts";
+import { methods } from "../call.ts";
+import type { Handler, Managed, ObjectHost, Waiter } from "../call.ts";
 
 /** A queue or joinable queue. */
 export class QueueObj implements Managed {

@@ -12,16 +12,8 @@ import {
   BrokenBarrierError,
   describeValue,
 } from "../../../_core/errors.ts";
-import {
-  cancelledError,
-  type Conn,
-  type Handler,
-  type Managed,
-  methods,
-  PENDING,
-  ServerCall,
-  type Waiter,
-} from "../call.ts";
+import { cancelledError, methods, PENDING, ServerCall } from "../call.ts";
+import type { Conn, Handler, Managed, Waiter } from "../call.ts";
 
 /** An acquirer queued on a lock. */
 export interface LockEntry {
