@@ -16,15 +16,20 @@ import { pipeRoundTrip, queueThroughput } from "./compare_channels.ts";
 import { localDict } from "./compare_manager.ts";
 import type { CompareSection, PythonRunner, Row } from "./_compare_util.ts";
 
+/** The longest a hog lives, even if this program dies without killing it. */
+const HOG_SECONDS = 300;
+
 /**
- * Starts `yes > /dev/null` (one core's worth of busy work), or returns
- * `null` where it cannot run.
+ * Starts `yes > /dev/null` (one core's worth of busy work) under
+ * `timeout`, so that it ends by itself if this program is interrupted, or
+ * returns `null` where it cannot run.
  *
  * @returns The hog, which the caller kills.
  */
 export function startHog(): Deno.ChildProcess | null {
   try {
-    return new Deno.Command("yes", {
+    return new Deno.Command("timeout", {
+      args: [String(HOG_SECONDS), "yes"],
       stdout: "null",
       stderr: "null",
       stdin: "null",
@@ -46,7 +51,7 @@ export async function underLoad<T>(fn: () => Promise<T>): Promise<T> {
     return await fn();
   } finally {
     if (hog) {
-      hog.kill("SIGKILL");
+      hog.kill("SIGTERM"); // timeout passes it on to yes
       await hog.status;
     }
   }

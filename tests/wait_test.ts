@@ -1,11 +1,5 @@
 import { strict as assert } from "node:assert";
-import {
-  NEVER_SPIN,
-  SpinPolicy,
-  waitAsync,
-  waitSync,
-} from "../patterns/_core/wait.ts";
-import { countSpinning } from "../patterns/_core/runtime.ts";
+import { SpinPolicy, waitAsync, waitSync } from "../patterns/_core/wait.ts";
 import { Process } from "../patterns/cube.ts";
 import { mpTest } from "./_helpers.ts";
 
@@ -29,31 +23,30 @@ mpTest(
 );
 
 mpTest(
-  "SpinPolicy halves its budget after each miss and probes with a full spin every 16th",
+  "an adaptive SpinPolicy halves its budget after each miss and probes with a full spin every 16th",
   () => {
     const w = word();
-    const policy = new SpinPolicy(16);
+    const policy = new SpinPolicy(16, { adaptive: true });
     const budgets: number[] = [];
     for (let i = 0; i < 16; i++) {
       assert.equal(policy.spinWhile(w, 0, 0), false);
       budgets.push(policy.budget);
     }
-    assert.deepEqual(budgets.slice(0, 5), [8, 4, 2, 1, 0.5]);
-    assert.equal(budgets[10], 0);
+    assert.deepEqual(budgets.slice(0, 6), [8, 4, 2, 1, 0, 0]);
+    assert.equal(budgets[14], 0);
     assert.equal(budgets[15], 16, "the 16th miss in a row restores the budget");
   },
 );
 
 mpTest(
-  "SpinPolicy restores its budget after a spin that caught the change",
+  "an adaptive SpinPolicy restores its budget after a spin that caught the change",
   async () => {
-    const policy = new SpinPolicy(2000);
+    const policy = new SpinPolicy(2000, { adaptive: true });
     const budget = (): number => policy.budget;
     assert.equal(policy.spinWhile(word(), 0, 0), false);
     assert.equal(budget(), 1000);
     // A worker bumps `w` about every 50 µs until told to stop (`stop`), while
-    // this thread spins on it, until one spin catches a bump (a thread that
-    // saw itself preempted skips spinning for 50 ms, so allow 2 s).
+    // this thread spins on it, until one spin catches a bump (allow 2 s).
     const w = word();
     const stop = word();
     const p = new Process({
@@ -87,46 +80,18 @@ mpTest(
   },
 );
 
-mpTest("SpinPolicy leaves the program's spinning count as it found it", () => {
-  // countSpinning(false) on a thread that is not spinning only reads.
-  const before = countSpinning(false);
-  const w = word();
-  const policy = new SpinPolicy(5);
-  for (let i = 0; i < 20; i++) policy.spinWhile(w, 0, 0);
-  assert.equal(countSpinning(false), before);
+mpTest("a fixed SpinPolicy always spins its full budget", () => {
+  const policy = new SpinPolicy(100);
+  for (let i = 0; i < 20; i++) {
+    assert.equal(policy.spinWhile(word(), 0, 0), false);
+    assert.equal(policy.budget, 100);
+  }
 });
 
-mpTest(
-  "a worker terminated while it spins is counted out of the spinning threads",
-  async () => {
-    const before = countSpinning(false);
-    const w = word();
-    const p = new Process({
-      target: async (w: Int32Array, waitModule: string) => {
-        const { SpinPolicy } = await import(waitModule);
-        // Spin for up to 100 s on a word only the test changes.
-        while (Atomics.load(w, 0) === 0) new SpinPolicy(1e8).spinWhile(w, 0, 0);
-      },
-      args: [w, new URL("../patterns/_core/wait.ts", import.meta.url).href],
-    });
-    p.start();
-    const end = performance.now() + 5000;
-    while (countSpinning(false) === before && performance.now() < end) {
-      await new Promise((r) => setTimeout(r, 1));
-    }
-    assert.equal(countSpinning(false), before + 1, "the worker never spun");
-    p.terminate();
-    assert.equal(countSpinning(false), before);
-    // Let the abandoned thread stop spinning and end.
-    Atomics.store(w, 0, 1);
-    await p.join();
-  },
-);
-
-mpTest("NEVER_SPIN does not spin", () => {
-  const w = word();
-  assert.equal(NEVER_SPIN.spinWhile(w, 0, 0), false);
-  assert.equal(NEVER_SPIN.budget, 0);
+mpTest("a SpinPolicy of 0 loads does not spin", () => {
+  const none = new SpinPolicy(0);
+  assert.equal(none.spinWhile(word(), 0, 0), false);
+  assert.equal(none.budget, 0);
 });
 
 // -- waitSync / waitAsync --
@@ -138,7 +103,7 @@ mpTest(
     Atomics.store(w, 0, 1);
     assert.equal(waitSync(w, 0, 0, 10), "not-equal");
     Atomics.store(w, 0, 0);
-    assert.equal(waitSync(w, 0, 0, 1, NEVER_SPIN), "timed-out");
+    assert.equal(waitSync(w, 0, 0, 1, new SpinPolicy(0)), "timed-out");
     const p = new Process({
       target: (w: Int32Array) => {
         Atomics.store(w, 0, 7);

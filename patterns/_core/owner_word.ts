@@ -41,14 +41,13 @@ import { SpinPolicy, waitAsync } from "./wait.ts";
 
 /**
  * How an owner word waits for its holder. The lock paths spin on the word
- * before each sleep, for at most `spinMicros` (the shared
- * {@linkcode SpinPolicy} shortens or skips the spin when spinning does not
- * pay off), then sleep on it for at most `sliceMs`, and look between two
- * sleeps whether the holder's thread is still alive.
+ * before each sleep (a {@linkcode SpinPolicy} of `spin` loads), then sleep
+ * on it for at most `sliceMs`, and look between two sleeps whether the
+ * holder's thread is still alive.
  */
 export interface OwnerWordPolicy {
-  /** The longest spin before each sleep, in microseconds. */
-  readonly spinMicros: number;
+  /** The spin before each sleep, in loads of the word. */
+  readonly spin: number;
   /** The longest sleep, in ms, between two looks at the holder. */
   readonly sliceMs: number;
   /**
@@ -69,7 +68,7 @@ export interface OwnerWordPolicy {
  * a dead holder is taken over at once (the taker gets `AbandonedError`).
  */
 export const USER_LOCK: OwnerWordPolicy = Object.freeze({
-  spinMicros: 10,
+  spin: 1000,
   sliceMs: 10,
   graceMs: 0,
   stopCheck: true,
@@ -80,7 +79,7 @@ export const USER_LOCK: OwnerWordPolicy = Object.freeze({
  * a waiter sleeps in 1 ms slices and never throws.
  */
 export const SHORT_LOCK: OwnerWordPolicy = Object.freeze({
-  spinMicros: 10,
+  spin: 1000,
   sliceMs: 1,
   graceMs: 0,
   stopCheck: false,
@@ -95,7 +94,7 @@ export const SHORT_LOCK: OwnerWordPolicy = Object.freeze({
  * ring.
  */
 export const RING_LOCK: OwnerWordPolicy = Object.freeze({
-  spinMicros: 5,
+  spin: 256,
   sliceMs: 1,
   graceMs: 20,
   stopCheck: false,
@@ -170,7 +169,7 @@ export class OwnerWord {
     this.#owner = index;
     this.#sleepers = index + 1;
     this.#policy = policy;
-    this.#spin = new SpinPolicy(policy.spinMicros);
+    this.#spin = new SpinPolicy(policy.spin);
   }
 
   /** The holder's thread id, or 0 while free. */

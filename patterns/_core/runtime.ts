@@ -17,14 +17,6 @@ const TABLE_SLOTS = 4096;
  * one word says both "alive" and "told to stop" with no race between them.
  */
 const IDS_OFFSET = 1;
-/** The word after the slots: how many threads are spinning right now. */
-const SPINNING = IDS_OFFSET + TABLE_SLOTS;
-/**
- * Then one word per slot: 1 while that slot's thread spins. Counting in and
- * out goes through it, so a thread that dies mid-spin is counted out by
- * whoever marks it dead (exactly once: both sides exchange the flag).
- */
-const SPIN_FLAGS = SPINNING + 1;
 
 /**
  * The record this thread keeps for one concern (`name`), made by `init` on
@@ -89,7 +81,7 @@ let identity: ThreadIdentity | undefined;
 export function threadIdentity(): ThreadIdentity {
   return identity ??= perThread(IDENTITY, () => {
     const table = new Int32Array(
-      new SharedArrayBuffer(4 * (SPIN_FLAGS + TABLE_SLOTS)),
+      new SharedArrayBuffer(4 * (IDS_OFFSET + TABLE_SLOTS)),
     );
     const isWorker = inWorkerScope();
     return {
@@ -116,29 +108,6 @@ export function adoptIdentity(
   record.threadId = identity.threadId;
   record.threadName = identity.threadName;
   record.isWorker = true;
-}
-
-/**
- * Counts the calling thread in or out of the program's spinning threads
- * (a word of the shared thread table), for the wait policy's "leave a core
- * to the thread being waited for" rule.
- *
- * @param spinning `true` on entering a spin, `false` on leaving it.
- * @returns How many threads spin now, the caller included when entering.
- */
-export function countSpinning(spinning: boolean): number {
-  const { table, threadId } = threadIdentity();
-  const flag = SPIN_FLAGS + (threadId % TABLE_SLOTS);
-  if (spinning) {
-    if (Atomics.exchange(table, flag, 1) === 1) {
-      return Atomics.load(table, SPINNING);
-    }
-    return Atomics.add(table, SPINNING, 1) + 1;
-  }
-  if (Atomics.exchange(table, flag, 0) === 1) {
-    return Atomics.sub(table, SPINNING, 1) - 1;
-  }
-  return Atomics.load(table, SPINNING);
 }
 
 /**
@@ -192,12 +161,7 @@ export function isThreadAlive(id: number): boolean {
  */
 export function markThreadDead(id: number): void {
   const t = threadIdentity().table;
-  const slot = id % TABLE_SLOTS;
-  if (Atomics.compareExchange(t, IDS_OFFSET + slot, id, 0) !== id) return;
-  // Count it out if it died spinning.
-  if (Atomics.exchange(t, SPIN_FLAGS + slot, 0) === 1) {
-    Atomics.sub(t, SPINNING, 1);
-  }
+  Atomics.compareExchange(t, IDS_OFFSET + (id % TABLE_SLOTS), id, 0);
 }
 
 /**

@@ -41,7 +41,7 @@
 
 import { currentThreadId } from "../_core/runtime.ts";
 import { describeValue } from "../_core/errors.ts";
-import { NEVER_SPIN, SpinPolicy, waitAsync, waitSync } from "../_core/wait.ts";
+import { SpinPolicy, waitAsync, waitSync } from "../_core/wait.ts";
 import type { WaitOptions } from "../_core/deadline.ts";
 import {
   decodePayload,
@@ -114,10 +114,10 @@ export type RecordKind = "any" | "value" | "bytes";
 // -- Waiting and waking ---------------------------------------------------
 
 /**
- * The longest spin of a get or put before it registers and sleeps; the
- * sleep itself does not spin again.
+ * The spin of a get or put before it registers as a sleeper, in loads; the
+ * sleep then spins as every wait does (on the sequence word a waker bumps).
  */
-const RING_SPIN_US = 20;
+const RING_SPIN = 2000;
 
 function bump(c: Int32Array, index: number): void {
   Atomics.add(c, index, 1);
@@ -141,9 +141,9 @@ export class RecordRing {
   /** The short lock every change of the ring is made under (words 0–1). */
   readonly #lock: OwnerWord;
   /** How this thread's gets spin before they sleep (once per wait). */
-  readonly #readSpin = new SpinPolicy(RING_SPIN_US);
+  readonly #readSpin = new SpinPolicy(RING_SPIN);
   /** How this thread's puts spin before they sleep. */
-  readonly #writeSpin = new SpinPolicy(RING_SPIN_US);
+  readonly #writeSpin = new SpinPolicy(RING_SPIN);
   readonly #data: Uint8Array;
   readonly #d32: Int32Array;
   /** The wake sequence read under the lock by the last failed try. */
@@ -412,11 +412,11 @@ export class RecordRing {
 
   /**
    * Sleeps on the sequence word `seq` (the caller registered in `waiters`,
-   * which it leaves on waking). The spin came before the registration.
+   * which it leaves on waking).
    */
   #sleepSync(seq: number, waiters: number, timeout: number): void {
     try {
-      waitSync(this.#c, seq, this.#seq, timeout, NEVER_SPIN);
+      waitSync(this.#c, seq, this.#seq, timeout);
     } finally {
       Atomics.sub(this.#c, waiters, 1);
     }
@@ -431,7 +431,7 @@ export class RecordRing {
   ): Promise<void> {
     const seen = this.#seq;
     try {
-      await waitAsync(this.#c, seq, seen, options(timeout, signal), NEVER_SPIN);
+      await waitAsync(this.#c, seq, seen, options(timeout, signal));
     } finally {
       Atomics.sub(this.#c, waiters, 1);
     }

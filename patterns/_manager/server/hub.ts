@@ -11,8 +11,11 @@ import { SpinPolicy } from "../../_core/wait.ts";
 import type { Conn } from "./call.ts";
 import type { ServerCore } from "./core.ts";
 
-/** The longest spin of the server on its doorbell before it sleeps. */
-const SERVER_SPIN_US = 20;
+/**
+ * The longest spin of the server on its doorbell before it sleeps, in loads
+ * (adaptive: it halves after spins that did not pay off).
+ */
+const SERVER_SPIN = 20_000;
 
 /**
  * The embedded server's local connections: each is a {@linkcode Link}
@@ -28,7 +31,7 @@ export class LocalHub {
   readonly #links = new Map<Conn, Link>();
   #running = false;
   #yield: MessageChannel | undefined;
-  readonly #spin = new SpinPolicy(SERVER_SPIN_US);
+  readonly #spin = new SpinPolicy(SERVER_SPIN, { adaptive: true });
 
   /**
    * Makes the hub.
