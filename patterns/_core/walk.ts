@@ -45,6 +45,7 @@ export function forEachNode(
   visit: (node: object, depth: number) => boolean | void,
   maxDepth: number = MAX_DEPTH,
 ): void {
+  if (typeof value !== "object" || value === null) return;
   const seen = new Set<object>();
   const go = (v: unknown, depth: number): void => {
     if (typeof v !== "object" || v === null || seen.has(v)) return;
@@ -83,6 +84,7 @@ export function mapTree(
   value: unknown,
   visit: (node: object, map: (v: unknown) => unknown) => unknown,
 ): unknown {
+  if (typeof value !== "object" || value === null) return value;
   const seen = new Map<object, unknown>();
   const map = (v: unknown): unknown => {
     if (typeof v !== "object" || v === null) return v;

@@ -117,7 +117,7 @@ export type RecordKind = "any" | "value" | "bytes";
  * The spin of a get or put before it registers as a sleeper, in loads; the
  * sleep then spins as every wait does (on the sequence word a waker bumps).
  */
-const RING_SPIN = 2000;
+const RING_SPIN = 4000;
 
 function bump(c: Int32Array, index: number): void {
   Atomics.add(c, index, 1);
