@@ -91,6 +91,23 @@ export function parseCli(
 }
 
 /**
+ * Starts a demo run as `deno task <task>`: parses `Deno.args` with
+ * {@linkcode parseCli} (so `--help` prints the usage and exits).
+ *
+ * @param task The task's name, for the usage line.
+ * @param summary One sentence on what it does.
+ * @param options The options it takes.
+ * @returns The parsed values and positionals.
+ */
+export function demoStart(
+  task: string,
+  summary: string,
+  options: Record<string, CliOption> = {},
+): CliArgs {
+  return parseCli(Deno.args, `deno task ${task}`, summary, options);
+}
+
+/**
  * Reads a positive integer option of a demo, exiting with a clear message
  * when it is not one.
  *

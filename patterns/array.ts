@@ -485,10 +485,8 @@ registerShareable("array.array", (d) => {
 // -- Demo --------------------------------------------------------------------
 
 if (isMainModule(import.meta)) {
-  const { parseCli } = await import("./_demo.ts");
-  parseCli(
-    Deno.args,
-    "deno task array",
+  (await import("./_demo.ts")).demoStart(
+    "array",
     'Makes a SharedArray("i", 3), lets a process add 1 to every element, and prints it ([1, 1, 1]).',
   );
   const { Process } = await import("./cube.ts");

@@ -704,10 +704,8 @@ export function Pipe(
 }
 
 if (isMainModule(import.meta)) {
-  const { parseCli } = await import("./_demo.ts");
-  parseCli(
-    Deno.args,
-    "deno task pipe",
+  (await import("./_demo.ts")).demoStart(
+    "pipe",
     "Process 1 sends 5 ** 3 into one end of a pipe; process 2 receives it and prints 125.",
   );
   const { Process } = await import("./cube.ts");

@@ -835,10 +835,8 @@ registerShareable(QUEUE_TYPE, (raw) => {
 });
 
 if (isMainModule(import.meta)) {
-  const { parseCli } = await import("./_demo.ts");
-  parseCli(
-    Deno.args,
-    "deno task queue",
+  (await import("./_demo.ts")).demoStart(
+    "queue",
     "Ten processes put the cubes of 1..10 on a queue; each is read back and a process puts it plus one; prints both lists in ascending order.",
   );
   const { Process } = await import("./cube.ts");

@@ -93,10 +93,8 @@ export { Barrier, type BarrierOptions } from "./_sync/barrier.ts";
 // -- Demo --------------------------------------------------------------------
 
 if (isMainModule(import.meta)) {
-  const { parseCli } = await import("./_demo.ts");
-  parseCli(
-    Deno.args,
-    "deno task sync",
+  (await import("./_demo.ts")).demoStart(
+    "sync",
     "Shows a Lock shared by three processes (each prints under it), then a Barrier that three processes pass together, twice.",
   );
   const { Process } = await import("./cube.ts");

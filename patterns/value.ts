@@ -579,10 +579,8 @@ registerShareable("value.value", (d) => {
 // -- Demo --------------------------------------------------------------------
 
 if (isMainModule(import.meta)) {
-  const { parseCli } = await import("./_demo.ts");
-  parseCli(
-    Deno.args,
-    "deno task value",
+  (await import("./_demo.ts")).demoStart(
+    "value",
     'Cubes a shared Value("i", 4) in one process, then again in another, and prints the result (262144).',
   );
   const { Process } = await import("./cube.ts");

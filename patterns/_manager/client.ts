@@ -9,16 +9,8 @@
  * @module
  */
 
-import {
-  AbandonedError,
-  AuthenticationError,
-  BrokenBarrierError,
-  ClosedError,
-  EmptyError,
-  FullError,
-  reviveError,
-  WorkerCrashedError,
-} from "../_core/errors.ts";
+import * as errors from "../_core/errors.ts";
+import { ClosedError, reviveError } from "../_core/errors.ts";
 import { checkTimeout, throwIfAborted } from "../_core/deadline.ts";
 import type { WaitOptions } from "../_core/deadline.ts";
 import { currentThreadId, isThreadAlive } from "../_core/runtime.ts";
@@ -30,12 +22,12 @@ import type { RemoteParams, Transport } from "./transports.ts";
 /** The error classes a server's error replies are revived as. */
 export const ERROR_CLASSES = {
   ClosedError,
-  EmptyError,
-  FullError,
-  BrokenBarrierError,
-  AbandonedError,
-  AuthenticationError,
-  WorkerCrashedError,
+  EmptyError: errors.EmptyError,
+  FullError: errors.FullError,
+  BrokenBarrierError: errors.BrokenBarrierError,
+  AbandonedError: errors.AbandonedError,
+  AuthenticationError: errors.AuthenticationError,
+  WorkerCrashedError: errors.WorkerCrashedError,
 };
 
 /** How a client tells proxies in arguments and makes proxies of replies. */

@@ -9,7 +9,6 @@
 import { checkTimeout } from "../_core/deadline.ts";
 import {
   ClosedError,
-  describeValue,
   reviveError,
   WorkerCrashedError,
 } from "../_core/errors.ts";
@@ -20,6 +19,7 @@ import { authkeyBytes } from "./handshake.ts";
 import { allocateLink } from "./link.ts";
 import type { DictKey, TypeId } from "./protocol.ts";
 import { ERROR_CLASSES, ManagerClient } from "./client.ts";
+import { checkPort } from "./serve.ts";
 import type { ServerStats } from "./server/core.ts";
 import type { RegisteredType } from "./server/hosted.ts";
 import {
@@ -236,14 +236,7 @@ export class Manager implements AsyncDisposable {
    */
   static async connect(options: ManagerConnectOptions): Promise<Manager> {
     const authkey = authkeyBytes(options.authkey, "connect");
-    const port = options.port;
-    if (!Number.isInteger(port) || port < 1 || port > 65535) {
-      throw new RangeError(
-        `Cannot connect: port must be an integer in 1..65535, received ${
-          describeValue(port)
-        }`,
-      );
-    }
+    const port = checkPort(options.port, 1, "connect");
     const client = await ManagerClient.remoteClient(PROXIES, {
       hostname: options.hostname ?? "127.0.0.1",
       port,

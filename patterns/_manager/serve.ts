@@ -12,6 +12,26 @@ import { loadRegister, type RegisteredType } from "./server/hosted.ts";
 import { startTcpServer, type TcpServer } from "./server/tcp.ts";
 
 /**
+ * Checks a TCP port option.
+ *
+ * @param port The option.
+ * @param min The lowest port allowed (`0` lets the system pick).
+ * @param what What is being done, for the error message.
+ * @returns The port.
+ * @throws {RangeError} If it is not an integer in `min..65535`.
+ */
+export function checkPort(port: number, min: 0 | 1, what: string): number {
+  if (!Number.isInteger(port) || port < min || port > 65535) {
+    throw new RangeError(
+      `Cannot ${what}: port must be an integer in ${min}..65535, received ${
+        describeValue(port)
+      }`,
+    );
+  }
+  return port;
+}
+
+/**
  * Options of {@linkcode serve}.
  *
  * @example Usage
@@ -125,14 +145,7 @@ export class ManagerServer implements AsyncDisposable {
  */
 export async function serve(options: ServeOptions): Promise<ManagerServer> {
   const authkey = authkeyBytes(options?.authkey, "serve");
-  const port = options.port;
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new RangeError(
-      `Cannot serve: port must be an integer in 0..65535, received ${
-        describeValue(port)
-      }`,
-    );
-  }
+  const port = checkPort(options.port, 0, "serve");
   const core = new ServerCore();
   core.hosted = await loadRegister(options.register);
   const tcp = startTcpServer(core, {

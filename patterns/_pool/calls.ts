@@ -53,6 +53,18 @@ export interface CallHost {
   callEnded(call: PoolCall): void;
 }
 
+/**
+ * What every call is opened with, before its own last argument: the pool,
+ * the task's id, how items are passed, the input and the options.
+ */
+type CallOpening = [
+  pool: CallHost,
+  fnId: number,
+  mode: CallMode,
+  items: Iterable<unknown> | AsyncIterable<unknown>,
+  options: MapOptions,
+];
+
 /** One call on the pool: a source of jobs and a sink of results. */
 export abstract class PoolCall {
   /** The task's id in the pool. */
@@ -324,14 +336,8 @@ export class PromiseCall extends PoolCall {
   #reject!: (e: unknown) => void;
 
   /** Opens the input; the results come through `promise`. */
-  constructor(
-    pool: CallHost,
-    fnId: number,
-    mode: CallMode,
-    items: Iterable<unknown> | AsyncIterable<unknown>,
-    options: MapOptions,
-  ) {
-    super(pool, fnId, mode, items, options, false);
+  constructor(...opening: CallOpening) {
+    super(...opening, false);
     this.promise = new Promise((resolve, reject) => {
       this.#resolve = resolve;
       this.#reject = reject;
@@ -376,12 +382,10 @@ export class IterCall extends PoolCall
 
   /** Opens the input; `ordered` keeps the input's order. */
   constructor(
-    pool: CallHost,
-    fnId: number,
-    mode: CallMode,
-    items: Iterable<unknown> | AsyncIterable<unknown>,
-    options: MapOptions,
-    ordered: boolean,
+    ...[pool, fnId, mode, items, options, ordered]: [
+      ...CallOpening,
+      ordered: boolean,
+    ]
   ) {
     super(pool, fnId, mode, items, options, true);
     this.#ordered = ordered;

@@ -10,7 +10,7 @@ import { describeValue } from "../_core/errors.ts";
 import { throwIfAborted, withDeadline } from "../_core/deadline.ts";
 import { ApplyCall, failedIterator, IterCall, PromiseCall } from "./calls.ts";
 import type { ApplyOptions, MapOptions } from "./calls.ts";
-import type { JoinOptions } from "./process.ts";
+import { argList, type JoinOptions } from "./process.ts";
 import { CALL_ITEM, CALL_SPREAD } from "./protocol.ts";
 import type { CallMode, TaskDef } from "./protocol.ts";
 import { Dispatcher } from "./slots.ts";
@@ -198,14 +198,7 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
       }
       initializer = taskDef(options.initializer, 0, "create Pool");
     }
-    const initArgs = options.initArgs ?? [];
-    if (!Array.isArray(initArgs)) {
-      throw new TypeError(
-        `Cannot create Pool: initArgs must be an array, received ${
-          describeValue(initArgs)
-        }`,
-      );
-    }
+    const initArgs = argList(options.initArgs, "initArgs", "create Pool");
     this.#size = workers;
     this.#dispatch = new Dispatcher({
       id: ++poolCounter,

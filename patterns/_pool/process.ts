@@ -15,6 +15,31 @@ import { checkModule, encodeArgs, taskDef } from "./task.ts";
 import type { TaskFunction, TaskName } from "./task.ts";
 
 /**
+ * Checks an option that lists a task's arguments.
+ *
+ * @param list The option (`undefined` for none).
+ * @param name The option's name, for the error message.
+ * @param what What is being done, for the error message.
+ * @returns The list (`[]` for none).
+ * @throws {TypeError} If it is not an array.
+ */
+export function argList(
+  list: readonly unknown[] | undefined,
+  name: string,
+  what: string,
+): readonly unknown[] {
+  const args = list ?? [];
+  if (!Array.isArray(args)) {
+    throw new TypeError(
+      `Cannot ${what}: ${name} must be an array, received ${
+        describeValue(args)
+      }`,
+    );
+  }
+  return args;
+}
+
+/**
  * Options of {@linkcode Process}.
  *
  * @typeParam M The type of `module`, e.g. `typeof import("./tasks.ts")`.
@@ -128,15 +153,7 @@ export class Process<M = Record<string, never>> {
       );
     }
     this.#target = taskDef(options.target, 0, "create Process");
-    const args = options.args ?? [];
-    if (!Array.isArray(args)) {
-      throw new TypeError(
-        `Cannot create Process: args must be an array, received ${
-          describeValue(args)
-        }`,
-      );
-    }
-    this.#args = args;
+    this.#args = argList(options.args, "args", "create Process");
     this.#exited = new Promise((resolve) => this.#resolveExit = resolve);
   }
 

@@ -481,6 +481,12 @@ export class Dispatcher {
   /** Fails every pending and future call with `error`. */
   #breakPool(error: Error): void {
     this.#broken = error;
+    this.#failAll(error);
+    this.#checkIdle();
+  }
+
+  /** Fails every call: pending, in flight and waiting for a retry. */
+  #failAll(error: unknown): void {
     for (const call of [...this.#calls]) call.fail(error);
     for (const s of this.#slots) {
       for (let i = s.head; i < s.inflight.length; i++) {
@@ -490,7 +496,6 @@ export class Dispatcher {
       s.head = 0;
     }
     for (const job of this.#retry.splice(0)) job.call.fail(error);
-    this.#checkIdle();
   }
 
   #onDeath(slot: Slot, death: WorkerDeath): void {
@@ -626,15 +631,7 @@ export class Dispatcher {
     const e = new ClosedError(
       "Cannot finish the call: the pool was terminated",
     );
-    for (const call of [...this.#calls]) call.fail(e);
-    for (const s of this.#slots) {
-      for (let i = s.head; i < s.inflight.length; i++) {
-        s.inflight[i]!.call.fail(e);
-      }
-      s.inflight = [];
-      s.head = 0;
-    }
-    for (const j of this.#retry.splice(0)) j.call.fail(e);
+    this.#failAll(e);
     this.stopWorkers();
     for (const w of this.#idle.splice(0)) w();
   }

@@ -267,53 +267,30 @@ export class Barrier {
    * @throws {BrokenBarrierError} If the barrier is or gets broken.
    */
   async wait(options?: WaitOptions): Promise<number> {
-    const o = optionsOf(options, "wait on the barrier");
-    const timeout = o.timeout === undefined
-      ? this.#timeout
-      : checkTimeout(o.timeout, "wait on the barrier");
-    throwIfAborted(o.signal);
-    const w = this.#w;
-    const end = deadline(timeout);
+    const { o, timeout, end } = this.#startWait(options);
     for (;;) {
       const a = this.#arrive();
       if (a.kind === "last") {
         try {
           await this.#runAction();
         } catch (e) {
-          breakGeneration(w, this.#lock, a.g, true);
-          throw e;
+          this.#failed(a, e);
         }
         this.#pass(a.g);
         return a.index;
       }
       try {
-        while (Atomics.load(w, B_GEN) === a.g) {
-          const left = end - performance.now();
-          if (left <= 0) {
-            if (a.kind === "full") {
-              throw new BrokenBarrierError(
-                `Cannot wait: timed out after ${timeout} ms`,
-              );
-            }
-            breakGeneration(w, this.#lock, a.g, true);
-            break;
-          }
-          await waitAsync(w, B_GEN, a.g, {
+        let left;
+        while ((left = this.#left(a, end, timeout)) > 0) {
+          await waitAsync(this.#w, B_GEN, a.g, {
             timeout: left,
             ...(o.signal ? { signal: o.signal } : {}),
           });
         }
       } catch (e) {
-        if (a.kind !== "full") breakGeneration(w, this.#lock, a.g, true);
-        throw e;
+        this.#failed(a, e);
       }
-      if (a.kind === "full") continue;
-      if (this.#endedBroken(a.g)) {
-        throw new BrokenBarrierError(
-          "Cannot wait: the barrier was broken while waiting",
-        );
-      }
-      return a.index;
+      if (a.kind !== "full") return this.#released(a);
     }
   }
 
@@ -335,13 +312,7 @@ export class Barrier {
    * @throws {TypeError} If the action returned a promise (use `wait`).
    */
   waitSync(options?: WaitOptions): number {
-    const o = optionsOf(options, "wait on the barrier");
-    const timeout = o.timeout === undefined
-      ? this.#timeout
-      : checkTimeout(o.timeout, "wait on the barrier");
-    throwIfAborted(o.signal);
-    const w = this.#w;
-    const end = deadline(timeout);
+    const { timeout, end } = this.#startWait(options);
     for (;;) {
       const a = this.#arrive();
       if (a.kind === "last") {
@@ -353,38 +324,71 @@ export class Barrier {
             );
           }
         } catch (e) {
-          breakGeneration(w, this.#lock, a.g, true);
-          throw e;
+          this.#failed(a, e);
         }
         this.#pass(a.g);
         return a.index;
       }
       try {
-        while (Atomics.load(w, B_GEN) === a.g) {
-          const left = end - performance.now();
-          if (left <= 0) {
-            if (a.kind === "full") {
-              throw new BrokenBarrierError(
-                `Cannot wait: timed out after ${timeout} ms`,
-              );
-            }
-            breakGeneration(w, this.#lock, a.g, true);
-            break;
-          }
-          waitSync(w, B_GEN, a.g, left);
+        let left;
+        while ((left = this.#left(a, end, timeout)) > 0) {
+          waitSync(this.#w, B_GEN, a.g, left);
         }
       } catch (e) {
-        if (a.kind !== "full") breakGeneration(w, this.#lock, a.g, true);
-        throw e;
+        this.#failed(a, e);
       }
-      if (a.kind === "full") continue;
-      if (this.#endedBroken(a.g)) {
-        throw new BrokenBarrierError(
-          "Cannot wait: the barrier was broken while waiting",
-        );
-      }
-      return a.index;
+      if (a.kind !== "full") return this.#released(a);
     }
+  }
+
+  /** Checks the options of a wait; returns them, its timeout and deadline. */
+  #startWait(
+    options: WaitOptions | undefined,
+  ): { o: WaitOptions; timeout: number; end: number } {
+    const o = optionsOf(options, "wait on the barrier");
+    const timeout = o.timeout === undefined
+      ? this.#timeout
+      : checkTimeout(o.timeout, "wait on the barrier");
+    throwIfAborted(o.signal);
+    return { o, timeout, end: deadline(timeout) };
+  }
+
+  /**
+   * In the wait of arrival `a` until `end` (of `timeout` ms): the ms left,
+   * or 0 once its generation ended. At the deadline a party of it breaks
+   * the generation (and gets 0); one that found the barrier full throws.
+   */
+  #left(a: Arrival, end: number, timeout: number): number {
+    const w = this.#w;
+    if (Atomics.load(w, B_GEN) !== a.g) return 0;
+    const left = end - performance.now();
+    if (left > 0) return left;
+    if (a.kind === "full") {
+      throw new BrokenBarrierError(
+        `Cannot wait: timed out after ${timeout} ms`,
+      );
+    }
+    breakGeneration(w, this.#lock, a.g, true);
+    return 0;
+  }
+
+  /**
+   * The action or the wait of arrival `a` threw `e`: a party of its
+   * generation breaks it; rethrows `e`.
+   */
+  #failed(a: Arrival, e: unknown): never {
+    if (a.kind !== "full") breakGeneration(this.#w, this.#lock, a.g, true);
+    throw e;
+  }
+
+  /** A party whose generation ended: its index, or the error if broken. */
+  #released(a: Arrival & { index: number }): number {
+    if (this.#endedBroken(a.g)) {
+      throw new BrokenBarrierError(
+        "Cannot wait: the barrier was broken while waiting",
+      );
+    }
+    return a.index;
   }
 
   /**

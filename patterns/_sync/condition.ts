@@ -24,6 +24,19 @@ const C_FREE = 0;
 const C_WAITING = 1;
 const C_NOTIFIED = 2;
 
+/** What a step of a wait threw, if it threw. */
+interface Failure {
+  error: unknown;
+}
+
+/** Checks the options of a wait; returns them and the timeout. */
+function waitOptions(
+  options: WaitOptions | undefined,
+): { o: WaitOptions; timeout: number } {
+  const o = optionsOf(options, "wait on the condition");
+  return { o, timeout: checkTimeout(o.timeout, "wait on the condition") };
+}
+
 /**
  * A condition variable, as Python's `multiprocessing.Condition`: `wait`
  * releases the lock (fully, for an `RLock`), sleeps until `notify`, and
@@ -247,55 +260,70 @@ export class Condition {
    * @throws {RangeError} If the caller does not hold the lock.
    */
   async wait(options?: WaitOptions): Promise<boolean> {
-    const o = optionsOf(options, "wait on the condition");
-    const timeout = checkTimeout(o.timeout, "wait on the condition");
-    throwIfAborted(o.signal);
-    this.#checkOwned("wait on the condition");
-    const w = this.#w;
-    const s = this.#enlist();
-    const depth = this.#releaseAll();
-    let failure: unknown;
-    let failed = false;
+    const { o, s, depth, end } = this.#startWait(options);
+    let failure: Failure | undefined;
     try {
-      const end = deadline(timeout);
-      while (Atomics.load(w, s) === C_WAITING) {
-        const left = end - performance.now();
-        if (left <= 0) break;
-        await waitAsync(w, s, C_WAITING, {
+      let left;
+      while ((left = this.#left(s, end)) > 0) {
+        await waitAsync(this.#w, s, C_WAITING, {
           timeout: left,
           ...(o.signal ? { signal: o.signal } : {}),
         });
       }
-    } catch (e) {
-      failed = true;
-      failure = e;
+    } catch (error) {
+      failure = { error };
     }
-    let again: unknown;
-    let againFailed = false;
+    let again: Failure | undefined;
     try {
       await this.#lock.acquire();
-    } catch (e) {
-      againFailed = true;
-      again = e;
+    } catch (error) {
+      again = { error };
     }
-    return this.#settle(s, depth, failed, failure, againFailed, again);
+    return this.#settle(s, depth, failure, again);
   }
 
-  /** Ends a wait: restores the lock depth, frees the slot, reports. */
+  /**
+   * Starts a wait: checks its options and the lock, takes a waiter slot,
+   * releases the lock; returns the options, the slot, the depth to restore
+   * and the deadline.
+   */
+  #startWait(
+    options: WaitOptions | undefined,
+  ): { o: WaitOptions; s: number; depth: number; end: number } {
+    const { o, timeout } = waitOptions(options);
+    throwIfAborted(o.signal);
+    this.#checkOwned("wait on the condition");
+    const s = this.#enlist();
+    const depth = this.#releaseAll();
+    return { o, s, depth, end: deadline(timeout) };
+  }
+
+  /**
+   * In a wait of slot `s` until `end`: the ms left, or 0 once notified or
+   * past the deadline.
+   */
+  #left(s: number, end: number): number {
+    if (Atomics.load(this.#w, s) !== C_WAITING) return 0;
+    const left = end - performance.now();
+    return left <= 0 ? 0 : left;
+  }
+
+  /**
+   * Ends a wait: restores the lock depth, frees the slot, reports (throws
+   * the wait's `failure`, else the re-acquire's, if any).
+   */
   #settle(
     s: number,
     depth: number,
-    failed: boolean,
-    failure: unknown,
-    againFailed: boolean,
-    again: unknown,
+    failure: Failure | undefined,
+    again: Failure | undefined,
   ): boolean {
     if (this.#rlock && this.#owner.holder() === currentThreadId()) {
       this.#lw[DEPTH] = depth;
     }
     const notified = this.#delist(s);
-    if (failed) throw failure;
-    if (againFailed) throw again;
+    if (failure) throw failure.error;
+    if (again) throw again.error;
     return notified;
   }
 
@@ -318,35 +346,23 @@ export class Condition {
    * @throws {RangeError} If the caller does not hold the lock.
    */
   waitSync(options?: WaitOptions): boolean {
-    const o = optionsOf(options, "wait on the condition");
-    const timeout = checkTimeout(o.timeout, "wait on the condition");
-    throwIfAborted(o.signal);
-    this.#checkOwned("wait on the condition");
-    const w = this.#w;
-    const s = this.#enlist();
-    const depth = this.#releaseAll();
-    let failure: unknown;
-    let failed = false;
+    const { s, depth, end } = this.#startWait(options);
+    let failure: Failure | undefined;
     try {
-      const end = deadline(timeout);
-      while (Atomics.load(w, s) === C_WAITING) {
-        const left = end - performance.now();
-        if (left <= 0) break;
-        waitSync(w, s, C_WAITING, left);
+      let left;
+      while ((left = this.#left(s, end)) > 0) {
+        waitSync(this.#w, s, C_WAITING, left);
       }
-    } catch (e) {
-      failed = true;
-      failure = e;
+    } catch (error) {
+      failure = { error };
     }
-    let again: unknown;
-    let againFailed = false;
+    let again: Failure | undefined;
     try {
       this.#lock.acquireSync();
-    } catch (e) {
-      againFailed = true;
-      again = e;
+    } catch (error) {
+      again = { error };
     }
-    return this.#settle(s, depth, failed, failure, againFailed, again);
+    return this.#settle(s, depth, failure, again);
   }
 
   /**
@@ -371,8 +387,7 @@ export class Condition {
    * @throws {RangeError} If the caller does not hold the lock.
    */
   async waitFor<T>(predicate: () => T, options?: WaitOptions): Promise<T> {
-    const o = optionsOf(options, "wait on the condition");
-    const timeout = checkTimeout(o.timeout, "wait on the condition");
+    const { o, timeout } = waitOptions(options);
     checkPredicate(predicate);
     throwIfAborted(o.signal);
     this.#checkOwned("wait on the condition");
@@ -412,8 +427,7 @@ export class Condition {
    * @throws {RangeError} If the caller does not hold the lock.
    */
   waitForSync<T>(predicate: () => T, options?: WaitOptions): T {
-    const o = optionsOf(options, "wait on the condition");
-    const timeout = checkTimeout(o.timeout, "wait on the condition");
+    const { o, timeout } = waitOptions(options);
     checkPredicate(predicate);
     this.#checkOwned("wait on the condition");
     const end = deadline(timeout);

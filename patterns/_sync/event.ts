@@ -115,22 +115,17 @@ export class Event {
    * @returns `true` once set, `false` on timeout.
    */
   async wait(options?: WaitOptions): Promise<boolean> {
-    const o = optionsOf(options, "wait for the event");
-    const timeout = checkTimeout(o.timeout, "wait for the event");
-    throwIfAborted(o.signal);
-    const w = this.#w;
-    const g = Atomics.load(w, E_GEN);
-    if (Atomics.load(w, E_FLAG) === 1) return true;
-    const end = deadline(timeout);
-    while (Atomics.load(w, E_GEN) === g) {
-      const left = end - performance.now();
-      if (left <= 0) return false;
-      await waitAsync(w, E_GEN, g, {
+    const start = this.#startWait(options);
+    if (start === true) return true;
+    const { o, g, end } = start;
+    for (;;) {
+      const left = this.#left(g, end);
+      if (typeof left === "boolean") return left;
+      await waitAsync(this.#w, E_GEN, g, {
         timeout: left,
         ...(o.signal ? { signal: o.signal } : {}),
       });
     }
-    return true;
   }
 
   /**
@@ -148,19 +143,40 @@ export class Event {
    * @returns `true` once set, `false` on timeout.
    */
   waitSync(options?: WaitOptions): boolean {
+    const start = this.#startWait(options);
+    if (start === true) return true;
+    const { g, end } = start;
+    for (;;) {
+      const left = this.#left(g, end);
+      if (typeof left === "boolean") return left;
+      waitSync(this.#w, E_GEN, g, left);
+    }
+  }
+
+  /**
+   * Checks the options of a wait; `true` if the flag is set already, else
+   * the options, the generation to wait past and the deadline.
+   */
+  #startWait(
+    options: WaitOptions | undefined,
+  ): true | { o: WaitOptions; g: number; end: number } {
     const o = optionsOf(options, "wait for the event");
     const timeout = checkTimeout(o.timeout, "wait for the event");
     throwIfAborted(o.signal);
     const w = this.#w;
     const g = Atomics.load(w, E_GEN);
     if (Atomics.load(w, E_FLAG) === 1) return true;
-    const end = deadline(timeout);
-    while (Atomics.load(w, E_GEN) === g) {
-      const left = end - performance.now();
-      if (left <= 0) return false;
-      waitSync(w, E_GEN, g, left);
-    }
-    return true;
+    return { o, g, end: deadline(timeout) };
+  }
+
+  /**
+   * In a wait past generation `g` until `end`: `true` once a `set()` ended
+   * it, `false` past the deadline, else the ms left.
+   */
+  #left(g: number, end: number): number | boolean {
+    if (Atomics.load(this.#w, E_GEN) !== g) return true;
+    const left = end - performance.now();
+    return left <= 0 ? false : left;
   }
 
   /**

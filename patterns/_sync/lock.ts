@@ -22,6 +22,29 @@ export const OWNER = 0;
 /** The word of an `RLock` that counts how deep its holder acquired it. */
 export const DEPTH: number = OWNER + OwnerWord.WORDS;
 
+/**
+ * Checks the options of an acquire (`what`: "acquire the lock"); returns
+ * them and the timeout.
+ */
+function acquireOptions(
+  options: WaitOptions | undefined,
+  what: string,
+): { o: WaitOptions; timeout: number } {
+  const o = optionsOf(options, what);
+  const timeout = checkTimeout(o.timeout, what);
+  throwIfAborted(o.signal);
+  return { o, timeout };
+}
+
+/**
+ * Ends a `Lock` acquire whose wait for the owner word returned `r`: whether
+ * it took the lock; throws if it took it over from a dead holder.
+ */
+function lockTaken(r: number): boolean {
+  if (r > 0) throw abandoned("Lock", r);
+  return r === TAKEN;
+}
+
 /** Reads the words of a Lock or an RLock; set by their static blocks. */
 let wordsOf: (lock: Lock | RLock) => Int32Array;
 
@@ -83,14 +106,10 @@ export class Lock {
    * @throws {AbandonedError} If its holder died; the caller now holds it.
    */
   async acquire(options?: WaitOptions): Promise<boolean> {
-    const o = optionsOf(options, "acquire the lock");
-    const timeout = checkTimeout(o.timeout, "acquire the lock");
-    throwIfAborted(o.signal);
+    const { o, timeout } = acquireOptions(options, "acquire the lock");
     const me = currentThreadId();
     if (this.#owner.tryLock(me)) return true;
-    const r = await this.#owner.lockAsync(me, timeout, o.signal);
-    if (r > 0) throw abandoned("Lock", r);
-    return r === TAKEN;
+    return lockTaken(await this.#owner.lockAsync(me, timeout, o.signal));
   }
 
   /**
@@ -115,13 +134,9 @@ export class Lock {
   acquireSync(options?: WaitOptions): boolean {
     const me = currentThreadId();
     if (options === undefined && this.#owner.tryLock(me)) return true;
-    const o = optionsOf(options, "acquire the lock");
-    const timeout = checkTimeout(o.timeout, "acquire the lock");
-    throwIfAborted(o.signal);
+    const { timeout } = acquireOptions(options, "acquire the lock");
     if (this.#owner.tryLock(me)) return true;
-    const r = this.#owner.lockSync(me, timeout);
-    if (r > 0) throw abandoned("Lock", r);
-    return r === TAKEN;
+    return lockTaken(this.#owner.lockSync(me, timeout));
   }
 
   /**
@@ -298,25 +313,16 @@ export class RLock {
    * @throws {AbandonedError} If its holder died; the caller now holds it.
    */
   async acquire(options?: WaitOptions): Promise<boolean> {
-    const o = optionsOf(options, "acquire the rlock");
-    const timeout = checkTimeout(o.timeout, "acquire the rlock");
-    throwIfAborted(o.signal);
-    const w = this.#w;
+    const { o, timeout } = acquireOptions(options, "acquire the rlock");
     const me = currentThreadId();
     if (this.#owner.holder() === me) {
-      w[DEPTH]!++;
+      this.#w[DEPTH]!++;
       return true;
     }
-    if (!this.#owner.tryLock(me)) {
-      const r = await this.#owner.lockAsync(me, timeout, o.signal);
-      if (r === TIMED_OUT) return false;
-      if (r > 0) {
-        w[DEPTH] = 1;
-        throw abandoned("RLock", r);
-      }
-    }
-    w[DEPTH] = 1;
-    return true;
+    const r = this.#owner.tryLock(me)
+      ? TAKEN
+      : await this.#owner.lockAsync(me, timeout, o.signal);
+    return this.#taken(r);
   }
 
   /**
@@ -350,18 +356,21 @@ export class RLock {
       w[DEPTH] = 1;
       return true;
     }
-    const o = optionsOf(options, "acquire the rlock");
-    const timeout = checkTimeout(o.timeout, "acquire the rlock");
-    throwIfAborted(o.signal);
-    if (!this.#owner.tryLock(me)) {
-      const r = this.#owner.lockSync(me, timeout);
-      if (r === TIMED_OUT) return false;
-      if (r > 0) {
-        w[DEPTH] = 1;
-        throw abandoned("RLock", r);
-      }
-    }
-    w[DEPTH] = 1;
+    const { timeout } = acquireOptions(options, "acquire the rlock");
+    const r = this.#owner.tryLock(me)
+      ? TAKEN
+      : this.#owner.lockSync(me, timeout);
+    return this.#taken(r);
+  }
+
+  /**
+   * Ends an acquire whose wait for the owner word returned `r`: at depth 1
+   * once taken (also when taken over from a dead holder, then thrown).
+   */
+  #taken(r: number): boolean {
+    if (r === TIMED_OUT) return false;
+    this.#w[DEPTH] = 1;
+    if (r > 0) throw abandoned("RLock", r);
     return true;
   }
 

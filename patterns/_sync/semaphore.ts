@@ -43,6 +43,20 @@ const S_SLOTS = 32;
 const RECLAIMING = -1;
 
 /**
+ * Takes one from the word `i` of `w` if it is positive (a CAS loop);
+ * whether it did.
+ */
+function takeOne(w: Int32Array, i: number): boolean {
+  let v = Atomics.load(w, i);
+  while (v > 0) {
+    const p = Atomics.compareExchange(w, i, v, v - 1);
+    if (p === v) return true;
+    v = p;
+  }
+  return false;
+}
+
+/**
  * A counting semaphore, as Python's `multiprocessing.Semaphore`: `acquire`
  * takes one permit, waiting while there is none; `release(n)` gives `n`
  * back (any thread may release). Permits held by a thread that dies come
@@ -92,17 +106,9 @@ export class Semaphore {
   }
 
   #take(): boolean {
-    const w = this.#w;
-    let v = Atomics.load(w, S_VALUE);
-    while (v > 0) {
-      const p = Atomics.compareExchange(w, S_VALUE, v, v - 1);
-      if (p === v) {
-        this.#track(1);
-        return true;
-      }
-      v = p;
-    }
-    return false;
+    if (!takeOne(this.#w, S_VALUE)) return false;
+    this.#track(1);
+    return true;
   }
 
   #track(n: number): void {
@@ -169,17 +175,22 @@ export class Semaphore {
 
   /** After taking a permit: throws if it was one a dead holder left. */
   #checkAbandoned(): void {
-    const w = this.#w;
-    let a = Atomics.load(w, S_ABANDONED);
-    while (a > 0) {
-      const p = Atomics.compareExchange(w, S_ABANDONED, a, a - 1);
-      if (p === a) {
-        throw new AbandonedError(
-          `${this.constructor.name} permit was abandoned: a thread died holding it; the caller now holds it`,
-        );
-      }
-      a = p;
+    if (takeOne(this.#w, S_ABANDONED)) {
+      throw new AbandonedError(
+        `${this.constructor.name} permit was abandoned: a thread died holding it; the caller now holds it`,
+      );
     }
+  }
+
+  /** Checks the options of an acquire; returns them and its deadline. */
+  #startAcquire(
+    options: WaitOptions | undefined,
+  ): { o: WaitOptions; timeout: number; end: number } {
+    const what = `acquire the ${this.constructor.name.toLowerCase()}`;
+    const o = optionsOf(options, what);
+    const timeout = checkTimeout(o.timeout, what);
+    throwIfAborted(o.signal);
+    return { o, timeout, end: deadline(timeout) };
   }
 
   /**
@@ -200,12 +211,8 @@ export class Semaphore {
    *   caller now holds it.
    */
   async acquire(options?: WaitOptions): Promise<boolean> {
-    const what = `acquire the ${this.constructor.name.toLowerCase()}`;
-    const o = optionsOf(options, what);
-    const timeout = checkTimeout(o.timeout, what);
-    throwIfAborted(o.signal);
+    const { o, end } = this.#startAcquire(options);
     const w = this.#w;
-    const end = deadline(timeout);
     for (;;) {
       if (this.#take()) break;
       if (this.#recover() && this.#take()) break;
@@ -245,12 +252,8 @@ export class Semaphore {
    * @throws {AbandonedError} If the permit was left by a dead holder.
    */
   acquireSync(options?: WaitOptions): boolean {
-    const what = `acquire the ${this.constructor.name.toLowerCase()}`;
-    const o = optionsOf(options, what);
-    const timeout = checkTimeout(o.timeout, what);
-    throwIfAborted(o.signal);
+    const { timeout, end } = this.#startAcquire(options);
     const w = this.#w;
-    const end = deadline(timeout);
     for (let round = 0;; round++) {
       if (this.#take()) break;
       if (round > 0 || timeout > 0) {

@@ -8,6 +8,7 @@
 import { ClosedError, EmptyError, FullError } from "../../../_core/errors.ts";
 import { methods } from "../call.ts";
 import type { Handler, Managed, ObjectHost, Waiter } from "../call.ts";
+import { parkIn } from "./sync.ts";
 
 /** A queue or joinable queue. */
 export class QueueObj implements Managed {
@@ -112,13 +113,7 @@ export class QueueObj implements Managed {
       if (this.closed) {
         throw new ClosedError("Cannot get: the queue is closed and empty");
       }
-      return c.wait((w) => {
-        this.getters.push(w);
-        return () => {
-          const i = this.getters.indexOf(w);
-          if (i >= 0) this.getters.splice(i, 1);
-        };
-      }, () => {
+      return c.wait(parkIn(this.getters), () => {
         throw new EmptyError("Cannot get: the queue is empty");
       });
     },
@@ -154,13 +149,7 @@ export class QueueObj implements Managed {
         throw new TypeError("Cannot join: the queue is not joinable");
       }
       if (this.unfinished === 0) return true;
-      return c.wait((w) => {
-        this.joiners.push(w);
-        return () => {
-          const i = this.joiners.indexOf(w);
-          if (i >= 0) this.joiners.splice(i, 1);
-        };
-      }, () => false);
+      return c.wait(parkIn(this.joiners), () => false);
     },
   });
 }

@@ -27,6 +27,23 @@ export interface LockEntry {
   grant(abandoned: boolean): void;
 }
 
+/**
+ * An `enqueue` for {@linkcode ServerCall.wait}: parks the waiter at the end
+ * of `list`, and takes it out again on timeout or cancel.
+ *
+ * @param list The waiters.
+ * @returns The `enqueue`.
+ */
+export function parkIn(list: Waiter[]): (w: Waiter) => () => void {
+  return (w) => {
+    list.push(w);
+    return () => {
+      const i = list.indexOf(w);
+      if (i >= 0) list.splice(i, 1);
+    };
+  };
+}
+
 /** The lock behind Lock, RLock and Condition. */
 export class LockObj implements Managed {
   /** The holder's owner id, or `null` when free. */
@@ -174,13 +191,7 @@ export class SemaphoreObj implements Managed {
         this.value--;
         return true;
       }
-      return c.wait((w) => {
-        this.queue.push(w);
-        return () => {
-          const i = this.queue.indexOf(w);
-          if (i >= 0) this.queue.splice(i, 1);
-        };
-      }, () => false);
+      return c.wait(parkIn(this.queue), () => false);
     },
     release: (_, a) => {
       const n = a[0] === undefined ? 1 : a[0];
@@ -318,13 +329,7 @@ export class EventObj implements Managed {
     isSet: () => this.flag,
     wait: (c) => {
       if (this.flag) return true;
-      return c.wait((w) => {
-        this.waiters.push(w);
-        return () => {
-          const i = this.waiters.indexOf(w);
-          if (i >= 0) this.waiters.splice(i, 1);
-        };
-      }, () => false);
+      return c.wait(parkIn(this.waiters), () => false);
     },
   });
 }
@@ -362,13 +367,7 @@ export class BarrierObj implements Managed {
       }
       const timeout = c.timeout === Infinity ? this.defaultTimeout : c.timeout;
       const call = new ServerCall(c.core, c.conn, c.id, c.owner, timeout);
-      return call.wait((w) => {
-        this.waiting.push(w);
-        return () => {
-          const i = this.waiting.indexOf(w);
-          if (i >= 0) this.waiting.splice(i, 1);
-        };
-      }, () => {
+      return call.wait(parkIn(this.waiting), () => {
         this.breakAll();
         throw new BrokenBarrierError(
           "Cannot wait: the barrier wait timed out, the barrier is now broken",
