@@ -41,10 +41,13 @@ mpTest(
 mpTest(
   "an adaptive SpinPolicy restores its budget after a spin that caught the change",
   async () => {
-    const policy = new SpinPolicy(2000, { adaptive: true });
+    // About 2 ms of loads: even halved a few times, a spin outlasts the
+    // worker's 50 µs between bumps.
+    const FULL = 200_000;
+    const policy = new SpinPolicy(FULL, { adaptive: true });
     const budget = (): number => policy.budget;
     assert.equal(policy.spinWhile(word(), 0, 0), false);
-    assert.equal(budget(), 1000);
+    assert.equal(budget(), FULL / 2);
     // A worker bumps `w` about every 50 µs until told to stop (`stop`), while
     // this thread spins on it, until one spin catches a bump (allow 2 s).
     const w = word();
@@ -68,10 +71,10 @@ mpTest(
       // A miss first (on a word nobody changes), so that a catch shows as
       // the budget going back up; a bump already there when the spin starts
       // returns at once and leaves the budget as it was.
-      if (budget() === 2000) policy.spinWhile(word(), 0, 0);
+      if (budget() === FULL) policy.spinWhile(word(), 0, 0);
       const before = budget();
       const r = policy.spinWhile(w, 0, Atomics.load(w, 0));
-      caught = r && before < 2000 && budget() === 2000;
+      caught = r && before < FULL && budget() === FULL;
       if (!caught) await new Promise((r) => setTimeout(r, 0));
     }
     Atomics.store(stop, 0, 1);
