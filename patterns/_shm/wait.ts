@@ -17,33 +17,6 @@ import { EMPTY, FULL } from "./ring.ts";
 import type { PutResult, RecordKind, RecordRing } from "./ring.ts";
 
 /**
- * The steps both get loops share: tries once, then spins and tries again
- * before each sleep. Yields how many ms the caller should sleep for (it
- * sleeps, then resumes the generator); returns what the last try got
- * (`EMPTY` on timeout).
- *
- * @param ring The ring.
- * @param kind Which records to take.
- * @param timeout Milliseconds (`0` only tries).
- */
-function* getSteps(
-  ring: RecordRing,
-  kind: RecordKind,
-  timeout: number,
-): Generator<number, unknown, void> {
-  const first = ring.tryGet(false, kind);
-  if (first !== EMPTY || timeout <= 0) return first;
-  const end = performance.now() + timeout;
-  for (;;) {
-    ring.spinReadable();
-    const v = ring.tryGet(true, kind);
-    if (v !== EMPTY) return v;
-    yield Math.max(0, end - performance.now());
-    if (performance.now() >= end) return ring.tryGet(false, kind);
-  }
-}
-
-/**
  * Gets a record, waiting (without blocking) up to `timeout` ms.
  *
  * @param ring The ring.
@@ -62,13 +35,17 @@ export async function getAsync(
   check?: () => void,
 ): Promise<unknown> {
   if (signal?.aborted) throw signal.reason;
-  const steps = getSteps(ring, kind, timeout);
-  let step = steps.next();
-  for (; !step.done; step = steps.next()) {
-    await ring.waitGet(step.value, signal);
+  const first = ring.tryGet(false, kind);
+  if (first !== EMPTY || timeout <= 0) return first;
+  const end = performance.now() + timeout;
+  for (;;) {
+    ring.spinReadable();
+    const v = ring.tryGet(true, kind);
+    if (v !== EMPTY) return v;
+    await ring.waitGet(Math.max(0, end - performance.now()), signal);
     check?.();
+    if (performance.now() >= end) return ring.tryGet(false, kind);
   }
-  return step.value;
 }
 
 /**
@@ -86,14 +63,18 @@ export function getSync(
   timeout: number,
   check?: () => void,
 ): unknown {
-  const steps = getSteps(ring, kind, timeout);
-  let step = steps.next();
-  for (; !step.done; step = steps.next()) {
-    ring.waitGetSync(step.value);
+  const first = ring.tryGet(false, kind);
+  if (first !== EMPTY || timeout <= 0) return first;
+  const end = performance.now() + timeout;
+  for (;;) {
+    ring.spinReadable();
+    const v = ring.tryGet(true, kind);
+    if (v !== EMPTY) return v;
+    ring.waitGetSync(Math.max(0, end - performance.now()));
     throwIfStopRequested();
     check?.();
+    if (performance.now() >= end) return ring.tryGet(false, kind);
   }
-  return step.value;
 }
 
 /**
