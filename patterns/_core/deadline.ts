@@ -21,6 +21,16 @@ export interface WaitOptions {
 }
 
 /**
+ * The `performance.now()` at which a wait of `timeout` ms ends.
+ *
+ * @param timeout Milliseconds; `Infinity` for ever.
+ * @returns The deadline (`Infinity` for ever).
+ */
+export function deadline(timeout: number): number {
+  return timeout === Infinity ? Infinity : performance.now() + timeout;
+}
+
+/**
  * Checks a `timeout` option and turns it into a number of milliseconds
  * (`Infinity` when absent).
  *

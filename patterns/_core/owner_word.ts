@@ -33,7 +33,7 @@
  * @module
  */
 
-import { throwIfAborted } from "./deadline.ts";
+import { deadline, throwIfAborted } from "./deadline.ts";
 import { isThreadAlive, throwIfStopRequested } from "./runtime.ts";
 import { SpinPolicy, waitAsync } from "./wait.ts";
 
@@ -119,10 +119,6 @@ interface Watch {
   since: number;
   /** The holder to sleep on. */
   holder: number;
-}
-
-function deadline(timeout: number): number {
-  return timeout === Infinity ? Infinity : performance.now() + timeout;
 }
 
 // -- The owner word --------------------------------------------------------

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { throwIfAborted, type WaitOptions } from "./deadline.ts";
+import { deadline, throwIfAborted, type WaitOptions } from "./deadline.ts";
 import { perThread, throwIfStopRequested } from "./runtime.ts";
 
 /**
@@ -124,12 +124,8 @@ export class SpinPolicy {
   }
 }
 
-let policyRecord: SpinPolicy | undefined;
-
-/** The policy of the waits that have none of their own. */
-function defaultPolicy(): SpinPolicy {
-  return policyRecord ??= perThread("wait.policy", () => new SpinPolicy());
-}
+/** The policy of the waits that name none of their own (it keeps no state). */
+const DEFAULT_POLICY = new SpinPolicy();
 
 /**
  * The result of a wait on a shared word: woken (`"ok"`), the word already
@@ -155,12 +151,12 @@ export function waitSync(
   index: number,
   expected: number,
   timeout: number = Infinity,
-  policy: SpinPolicy = defaultPolicy(),
+  policy: SpinPolicy = DEFAULT_POLICY,
 ): WaitResult {
   if (Atomics.load(array, index) !== expected) return "not-equal";
   if (policy.spinWhile(array, index, expected)) return "ok";
   if (timeout <= 0) return "timed-out";
-  const end = timeout === Infinity ? Infinity : performance.now() + timeout;
+  const end = deadline(timeout);
   for (;;) {
     throwIfStopRequested();
     const left = end - performance.now();
@@ -187,7 +183,7 @@ export async function waitAsync(
   index: number,
   expected: number,
   options: WaitOptions = {},
-  policy: SpinPolicy = defaultPolicy(),
+  policy: SpinPolicy = DEFAULT_POLICY,
 ): Promise<WaitResult> {
   const timeout = options.timeout ?? Infinity;
   const signal = options.signal;

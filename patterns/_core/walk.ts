@@ -34,23 +34,22 @@ export const DESCEND: unique symbol = Symbol("descend");
  * Calls `visit` for every object in `value` (the root included), once per
  * object, parents first. The walk descends into arrays, `Map` keys and
  * values, `Set`s and plain objects' own enumerable string keys, unless
- * `visit` returns `false`; past `maxDepth` levels it stops descending.
+ * `visit` returns `false`; past {@linkcode MAX_DEPTH} levels it stops
+ * descending.
  *
  * @param value The tree.
- * @param visit Called with each object and its depth.
- * @param maxDepth How deep to descend.
+ * @param visit Called with each object.
  */
 export function forEachNode(
   value: unknown,
-  visit: (node: object, depth: number) => boolean | void,
-  maxDepth: number = MAX_DEPTH,
+  visit: (node: object) => boolean | void,
 ): void {
   if (typeof value !== "object" || value === null) return;
   const seen = new Set<object>();
   const go = (v: unknown, depth: number): void => {
     if (typeof v !== "object" || v === null || seen.has(v)) return;
     seen.add(v);
-    if (visit(v, depth) === false || depth >= maxDepth) return;
+    if (visit(v) === false || depth >= MAX_DEPTH) return;
     const d = depth + 1;
     if (Array.isArray(v)) {
       for (const x of v) go(x, d);

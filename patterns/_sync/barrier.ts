@@ -6,7 +6,7 @@
  */
 
 import { BrokenBarrierError, describeValue } from "../_core/errors.ts";
-import { checkTimeout, throwIfAborted } from "../_core/deadline.ts";
+import { checkTimeout, deadline, throwIfAborted } from "../_core/deadline.ts";
 import type { WaitOptions } from "../_core/deadline.ts";
 import { compileTask, taskSource } from "../_core/task.ts";
 import { currentThreadId } from "../_core/runtime.ts";
@@ -14,7 +14,7 @@ import { kAttach, kShare, registerShareable } from "../_core/share.ts";
 import type { SharedHandle } from "../_core/share.ts";
 import { waitAsync, waitSync } from "../_core/wait.ts";
 import { OwnerWord, SHORT_LOCK } from "../_core/owner_word.ts";
-import { deadline, optionsOf, words } from "./common.ts";
+import { optionsOf, words } from "./common.ts";
 
 /** Barrier words: its internal lock (an owner word, two words), then these. */
 const B_LOCK = 0;

@@ -1,6 +1,6 @@
 /**
  * The small helpers the synchronization primitives of `sync.ts` share:
- * their memory, their deadlines, their argument checks and their errors.
+ * their memory, their argument checks and their errors.
  *
  * @module
  */
@@ -15,11 +15,6 @@ import type { WaitOptions } from "../_core/deadline.ts";
 /** `n` zeroed `Int32` words of fresh shared memory. */
 export function words(n: number): Int32Array {
   return new Int32Array(new SharedArrayBuffer(4 * n));
-}
-
-/** The `performance.now()` at which a wait of `timeout` ms ends. */
-export function deadline(timeout: number): number {
-  return timeout === Infinity ? Infinity : performance.now() + timeout;
 }
 
 /** The error of an acquire that took a lock over from its dead holder. */

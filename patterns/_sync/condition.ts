@@ -5,7 +5,7 @@
  * @module
  */
 
-import { checkTimeout, throwIfAborted } from "../_core/deadline.ts";
+import { checkTimeout, deadline, throwIfAborted } from "../_core/deadline.ts";
 import type { WaitOptions } from "../_core/deadline.ts";
 import { currentThreadId, isThreadAlive } from "../_core/runtime.ts";
 import { describeValue } from "../_core/errors.ts";
@@ -13,7 +13,7 @@ import { kAttach, kShare, registerShareable } from "../_core/share.ts";
 import type { SharedHandle } from "../_core/share.ts";
 import { waitAsync, waitSync } from "../_core/wait.ts";
 import { OwnerWord, USER_LOCK } from "../_core/owner_word.ts";
-import { checkCount, deadline, optionsOf, words } from "./common.ts";
+import { checkCount, optionsOf, words } from "./common.ts";
 import { DEPTH, isLock, type Lock, lockWords, OWNER, RLock } from "./lock.ts";
 
 /** Condition words: `[0]` ticket counter, then slots of 3 words. */

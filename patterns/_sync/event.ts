@@ -4,12 +4,12 @@
  * @module
  */
 
-import { checkTimeout, throwIfAborted } from "../_core/deadline.ts";
+import { checkTimeout, deadline, throwIfAborted } from "../_core/deadline.ts";
 import type { WaitOptions } from "../_core/deadline.ts";
 import { kAttach, kShare, registerShareable } from "../_core/share.ts";
 import type { SharedHandle } from "../_core/share.ts";
 import { waitAsync, waitSync } from "../_core/wait.ts";
-import { deadline, optionsOf, words } from "./common.ts";
+import { optionsOf, words } from "./common.ts";
 
 /** Event words: `[E_FLAG]` the flag, `[E_GEN]` bumped by each `set()`. */
 const E_FLAG = 0;

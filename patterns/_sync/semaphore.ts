@@ -7,7 +7,7 @@
  */
 
 import { AbandonedError } from "../_core/errors.ts";
-import { checkTimeout, throwIfAborted } from "../_core/deadline.ts";
+import { checkTimeout, deadline, throwIfAborted } from "../_core/deadline.ts";
 import type { WaitOptions } from "../_core/deadline.ts";
 import {
   currentThreadId,
@@ -17,13 +17,7 @@ import {
 import { kAttach, kShare, registerShareable } from "../_core/share.ts";
 import type { SharedHandle } from "../_core/share.ts";
 import { waitAsync } from "../_core/wait.ts";
-import {
-  checkCount,
-  deadline,
-  guardOrTimeout,
-  optionsOf,
-  words,
-} from "./common.ts";
+import { checkCount, guardOrTimeout, optionsOf, words } from "./common.ts";
 
 /** Loads to spin on an empty semaphore before sleeping. */
 const SPIN = 1000;
