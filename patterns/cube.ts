@@ -39,12 +39,14 @@
  * enclosing scope), or the names of exports of the pool's `module`, typed
  * from `typeof import("./tasks.ts")`.
  *
- * What Python's pool lacks: a worker that dies or a task that runs past
- * `taskTimeout` fails only its own task (`WorkerCrashedError`,
- * `TimeoutError`) and the worker is replaced, so the pool never hangs. Deno
- * cannot stop a thread busy in a synchronous loop: such a worker is
- * abandoned (no longer counted, its task rejected, a replacement started)
- * and keeps its core busy until it yields or the program exits.
+ * Workers are `node:worker_threads` threads, so stopping is real:
+ * `terminate()` and `taskTimeout` stop a worker even when it is busy in a
+ * synchronous loop. What Python's pool lacks: a worker that dies, runs past
+ * `taskTimeout` or over its heap cap (`memoryLimitMb`) fails only its own
+ * task (`WorkerCrashedError`, `TimeoutError`) and is replaced, so the pool
+ * never hangs; no task waits behind a busy worker while another is idle.
+ * As in Python, where pool workers are daemonic, an idle pool does not keep
+ * the program alive; work in flight does.
  *
  * @module
  */
@@ -61,8 +63,12 @@ export {
   type TaskFunction,
   type TaskName,
 } from "./_pool/task.ts";
-export { Process } from "./_pool/process.ts";
-export type { JoinOptions, ProcessOptions } from "./_pool/process.ts";
+export { activeChildren, currentProcess, Process } from "./_pool/process.ts";
+export type {
+  JoinOptions,
+  ProcessInfo,
+  ProcessOptions,
+} from "./_pool/process.ts";
 export { cpuCount, Pool, type PoolOptions } from "./_pool/pool.ts";
 export { type ApplyOptions, type MapOptions } from "./_pool/calls.ts";
 

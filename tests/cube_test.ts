@@ -713,56 +713,64 @@ mpTest("await using closes and joins the pool", async () => {
 
 // -- Importing by URL --
 
-mpTest("cube.ts works when imported by an http:// URL", async () => {
-  const root = new URL("../patterns/", import.meta.url);
-  const ac = new AbortController();
-  const server = Deno.serve({
-    hostname: "127.0.0.1",
-    port: 0,
-    signal: ac.signal,
-    onListen() {},
-  }, async (req) => {
-    const name = new URL(req.url).pathname.replace(/^\/patterns\//, "");
-    // Files in subfolders too (`_pool/pool.ts`), but no `..` segment.
-    if (!/^(?:\w[\w.]*\/)*\w[\w.]*\.ts$/.test(name)) {
-      return new Response("no", { status: 404 });
-    }
+mpTest(
+  "cube.ts works when imported by an http:// URL: map, stop, memory cap",
+  async () => {
+    const root = new URL("../patterns/", import.meta.url);
+    const ac = new AbortController();
+    const server = Deno.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      signal: ac.signal,
+      onListen() {},
+    }, async (req) => {
+      const name = new URL(req.url).pathname.replace(/^\/patterns\//, "");
+      // Files in subfolders too (`_pool/pool.ts`), but no `..` segment.
+      if (!/^(?:\w[\w.]*\/)*\w[\w.]*\.ts$/.test(name)) {
+        return new Response("no", { status: 404 });
+      }
+      try {
+        const body = await Deno.readFile(new URL(name, root));
+        return new Response(body, {
+          headers: { "content-type": "application/typescript" },
+        });
+      } catch {
+        return new Response("missing", { status: 404 });
+      }
+    });
     try {
-      const body = await Deno.readFile(new URL(name, root));
-      return new Response(body, {
-        headers: { "content-type": "application/typescript" },
-      });
-    } catch {
-      return new Response("missing", { status: 404 });
+      const port = server.addr.port;
+      const url = `http://127.0.0.1:${port}/patterns/cube.ts`;
+      const script = new URL("./fixtures/import_by_url.ts", import.meta.url);
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--no-lock",
+          "--reload",
+          `--allow-import=127.0.0.1:${port}`,
+          "--allow-read=./tests",
+          script.pathname,
+          url,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+      assert.deepEqual(
+        new TextDecoder().decode(out.stdout).trim().split("\n"),
+        [
+          JSON.stringify([0, 1, 8, 27, 64, 125]),
+          "TimeoutError",
+          "WorkerCrashedError naming the limit",
+          "42",
+        ],
+      );
+    } finally {
+      ac.abort();
+      await server.finished;
     }
-  });
-  try {
-    const port = server.addr.port;
-    const url = `http://127.0.0.1:${port}/patterns/cube.ts`;
-    const script = new URL("./fixtures/import_by_url.ts", import.meta.url);
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--no-lock",
-        "--reload",
-        `--allow-import=127.0.0.1:${port}`,
-        "--allow-read=./tests",
-        script.pathname,
-        url,
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-    assert.equal(
-      new TextDecoder().decode(out.stdout).trim(),
-      JSON.stringify([0, 1, 8, 27, 64, 125]),
-    );
-  } finally {
-    ac.abort();
-    await server.finished;
-  }
-});
+  },
+);
 
 // -- The demo --
 

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { isMainThread } from "node:worker_threads";
 import { WorkerCrashedError } from "./errors.ts";
 
 /** How many threads can be alive at once (slots in the thread table). */
@@ -49,8 +50,8 @@ export interface ThreadIdentity {
 }
 
 function inWorkerScope(): boolean {
-  return typeof (globalThis as { WorkerGlobalScope?: unknown })
-    .WorkerGlobalScope !== "undefined";
+  return !isMainThread || typeof (globalThis as { WorkerGlobalScope?: unknown })
+        .WorkerGlobalScope !== "undefined";
 }
 
 function claimId(table: Int32Array): number {
@@ -89,7 +90,7 @@ export function threadIdentity(): ThreadIdentity {
       threadId: claimId(table),
       threadName: isWorker
         ? ((globalThis as { name?: string }).name || "worker")
-        : "MainThread",
+        : "MainProcess",
       isWorker,
     };
   });
@@ -131,7 +132,7 @@ export function currentThreadId(): number {
 }
 
 /**
- * The calling thread's name: `"MainThread"`, or the worker's name (e.g.
+ * The calling thread's name: `"MainProcess"`, or the worker's name (e.g.
  * `"Pool-1-worker-2"`), as Python's `current_process().name`.
  *
  * @returns The name.

@@ -1,17 +1,28 @@
 /**
- * Spawning and supervising this package's workers: the live-worker count,
- * the init message that hands a worker its thread id, and the detection of a
- * silent death (`self.close()`/`Deno.exit()`), which Web Workers do not
- * report.
+ * Spawning and supervising this package's workers, on Deno's
+ * `node:worker_threads`: unlike a Web Worker, such a worker can be stopped
+ * while it is busy, capped in heap size, reports its exit code, and can be
+ * told not to keep the program alive.
+ *
+ * What the substrate does not say itself, this module adds: the live-worker
+ * count, the thread id and shared thread table each worker gets, and a heap
+ * watch inside the worker (a capped worker that runs out of memory inside a
+ * promise continuation is not stopped by the runtime: its task just never
+ * settles; the watch sees the raised heap limit and ends the worker).
  *
  * @module
  */
 
+import {
+  parentPort,
+  Worker as NodeWorker,
+  workerData,
+} from "node:worker_threads";
+import { getHeapStatistics } from "node:v8";
 import { ClosedError, type ErrorInfo, errorInfo } from "./errors.ts";
 import {
   adoptIdentity,
   allocateThreadId,
-  isThreadAlive,
   markThreadDead,
   perThread,
   threadIdentity,
@@ -34,8 +45,30 @@ function workers(): WorkerState {
 }
 
 const INIT = "\u0000mp.init";
-const EXITED = "\u0000mp.exit";
-const FATAL = "\u0000mp.fatal";
+const OUT_OF_MEMORY = "\u0000mp.oom";
+const HELLO = "\u0000mp.hello";
+
+/** What a worker gets in `workerData`. */
+interface WorkerInit {
+  table: Int32Array;
+  threadId: number;
+  name: string;
+}
+
+/**
+ * The heap cap a worker gets when its pool or process sets none, in MB:
+ * the heap limit V8 gives this thread, so a worker may grow as large as the
+ * main thread could, but its running out of memory is a
+ * `WorkerCrashedError` rather than the end of the program.
+ *
+ * @returns The default `memoryLimitMb`.
+ */
+export function defaultMemoryLimitMb(): number {
+  return Math.max(
+    64,
+    Math.floor(getHeapStatistics().heap_size_limit / 2 ** 20),
+  );
+}
 
 /**
  * Why a managed worker is gone.
@@ -61,97 +94,171 @@ export interface SpawnOptions {
   onMessage(data: unknown): void;
   /** Called once when the worker is gone, however that happened. */
   onDeath?(death: WorkerDeath): void;
+  /** The worker's heap cap in MB (default {@linkcode defaultMemoryLimitMb}). */
+  memoryLimitMb?: number;
+  /** Whether the worker keeps the program alive from the start (default `true`). */
+  ref?: boolean;
+}
+
+/**
+ * The entry a `node:worker_threads` worker can start from: `file:` and
+ * `data:` URLs as they are; any other (an `https:` module imported by URL)
+ * through a `data:` module that imports it.
+ */
+function entryUrl(url: URL | string): URL {
+  const u = new URL(url);
+  if (u.protocol === "file:" || u.protocol === "data:") return u;
+  return new URL(
+    `data:text/javascript,${
+      encodeURIComponent(`await import(${JSON.stringify(u.href)});`)
+    }`,
+  );
 }
 
 /**
  * A worker spawned by this package: counted while alive, told its thread id
- * and the shared thread table, and watched so that a silent death (the
- * worker calling `self.close()` or `Deno.exit()`) or a crash is reported
- * exactly once through `onDeath`.
+ * and the shared thread table, capped in heap size, and watched so that its
+ * end — an exit, a crash, running out of memory, being terminated — is
+ * reported exactly once through `onDeath`.
  */
 export class ManagedWorker {
-  readonly #worker: Worker;
+  readonly #worker: NodeWorker | undefined;
   readonly #options: SpawnOptions;
   readonly #threadId: number;
+  readonly #limitMb: number;
   #dead: WorkerDeath | undefined;
-  #fatal: ErrorInfo | undefined;
+  #error: unknown;
+  #outOfMemory = false;
+  #refd: boolean;
+  readonly #exited: Promise<void>;
+  /**
+   * Messages held until the worker's runtime says it listens: messages
+   * posted to a worker whose entry still loads its modules (over the
+   * network, say) can be lost.
+   */
+  #outbox: Array<[unknown, Transferable[]]> | undefined = [];
 
   /**
    * Spawns the worker module at `url`.
    *
    * @param url The worker module, e.g. `new URL("./_x_worker.ts", import.meta.url)`.
-   * @param options Name and handlers.
+   * @param options Name, handlers, heap cap.
    */
   constructor(url: URL | string, options: SpawnOptions) {
     const rt = workers();
     this.#options = options;
+    this.#limitMb = options.memoryLimitMb ?? defaultMemoryLimitMb();
     this.#threadId = allocateThreadId();
+    const init: WorkerInit = {
+      table: threadIdentity().table,
+      threadId: this.#threadId,
+      name: options.name,
+    };
+    let worker: NodeWorker;
     try {
-      this.#worker = new Worker(url, { type: "module", name: options.name });
+      worker = new NodeWorker(entryUrl(url), {
+        name: options.name,
+        workerData: { [INIT]: init },
+        resourceLimits: { maxOldGenerationSizeMb: this.#limitMb },
+      });
     } catch (e) {
+      // Refused at once (no read permission on the module, say): reported
+      // as a crash at start, as a Web Worker's failed load is.
       markThreadDead(this.#threadId);
-      throw e;
+      this.#worker = undefined;
+      this.#refd = false;
+      this.#exited = Promise.resolve();
+      const error = errorInfo(e);
+      queueMicrotask(() =>
+        this.#die({
+          kind: "error",
+          code: 1,
+          error,
+          reason:
+            `Worker ${options.name} could not start: ${error.name}: ${error.message}`,
+        })
+      );
+      return;
     }
+    this.#worker = worker;
     rt.spawned++;
     rt.live.add(this);
-    this.#worker.onmessage = (e: MessageEvent) => this.#onMessage(e.data);
-    this.#worker.onerror = (e: ErrorEvent) => {
-      e.preventDefault();
-      const error = this.#fatal ?? {
-        name: "Error",
-        message: e.message || "uncaught error",
-        stack: e.message || "",
-      };
+    this.#refd = options.ref ?? true;
+    if (!this.#refd) worker.unref();
+    worker.on("message", (data: unknown) => {
+      if (this.#dead) return;
+      if (typeof data === "object" && data !== null) {
+        if (OUT_OF_MEMORY in data) {
+          this.#outOfMemory = true;
+          return;
+        }
+        if (HELLO in data) {
+          const held = this.#outbox ?? [];
+          this.#outbox = undefined;
+          // deno-lint-ignore no-explicit-any
+          for (const [m, t] of held) worker.postMessage(m, t as any);
+          return;
+        }
+      }
+      this.#options.onMessage(data);
+    });
+    worker.on("error", (e: unknown) => {
+      if ((e as { code?: string })?.code === "ERR_WORKER_OUT_OF_MEMORY") {
+        this.#outOfMemory = true;
+      } else this.#error ??= e;
+    });
+    worker.on("messageerror", (e: unknown) => {
+      this.#error ??= new TypeError(
+        `Worker ${options.name} sent a message that could not be read: ${
+          (e as Error)?.message ?? e
+        }`,
+      );
+    });
+    this.#exited = new Promise<void>((resolve) => {
+      worker.once("exit", (code: number) => {
+        this.#onExit(code);
+        resolve();
+      });
+    });
+  }
+
+  #onExit(code: number): void {
+    markThreadDead(this.#threadId);
+    workers().live.delete(this);
+    if (this.#dead) return;
+    const name = this.#options.name;
+    if (this.#outOfMemory) {
+      this.#die({
+        kind: "error",
+        code: 1,
+        error: {
+          name: "RangeError",
+          message: `heap limit of ${this.#limitMb} MB reached`,
+          stack: "",
+        },
+        reason: `Worker ${name} ran out of memory: it reached its heap ` +
+          `limit of ${this.#limitMb} MB (memoryLimitMb)`,
+      });
+    } else if (this.#error !== undefined) {
+      const error = errorInfo(this.#error);
       this.#die({
         kind: "error",
         code: 1,
         error,
-        reason:
-          `Worker ${options.name} crashed: ${error.name}: ${error.message}`,
+        reason: `Worker ${name} crashed: ${error.name}: ${error.message}`,
       });
-    };
-    this.#worker.onmessageerror = () => {
+    } else {
       this.#die({
-        kind: "error",
-        code: 1,
-        reason: `Worker ${options.name} sent a message that could not be read`,
+        kind: "exit",
+        code,
+        reason: `Worker ${name} exited (code ${code})`,
       });
-    };
-    this.#worker.postMessage({
-      [INIT]: {
-        table: threadIdentity().table,
-        threadId: this.#threadId,
-        name: options.name,
-      },
-    });
-  }
-
-  #onMessage(data: unknown): void {
-    if (typeof data === "object" && data !== null) {
-      const rec = data as Record<string, unknown>;
-      if (EXITED in rec) {
-        const code = Number(rec[EXITED]) | 0;
-        this.#die({
-          kind: "exit",
-          code,
-          reason: `Worker ${this.#options.name} exited (code ${code})`,
-        });
-        return;
-      }
-      if (FATAL in rec) {
-        this.#fatal = rec[FATAL] as ErrorInfo;
-        return;
-      }
     }
-    if (!this.#dead) this.#options.onMessage(data);
   }
 
   #die(death: WorkerDeath): void {
     if (this.#dead) return;
     this.#dead = death;
-    markThreadDead(this.#threadId);
-    this.#worker.terminate();
-    workers().live.delete(this);
     this.#options.onDeath?.(death);
   }
 
@@ -165,18 +272,32 @@ export class ManagedWorker {
     return this.#threadId;
   }
 
+  /** The worker's heap cap, in MB. */
+  get memoryLimitMb(): number {
+    return this.#limitMb;
+  }
+
   /** How the worker ended, or `undefined` while it runs. */
   get death(): WorkerDeath | undefined {
-    if (!this.#dead && !isThreadAlive(this.#threadId)) {
-      // It marked itself dead (self.close / Deno.exit) but its last message
-      // has not arrived yet: report the death now.
-      this.#die({
-        kind: "exit",
-        code: 0,
-        reason: `Worker ${this.#options.name} exited`,
-      });
-    }
     return this.#dead;
+  }
+
+  /** Resolves once the worker's thread has stopped. */
+  get exited(): Promise<void> {
+    return this.#exited;
+  }
+
+  /**
+   * Makes the worker keep the program alive (`true`) or not (`false`), as
+   * Node's `ref()`/`unref()`.
+   *
+   * @param keep Whether the program waits for it.
+   */
+  keepAlive(keep: boolean): void {
+    if (keep === this.#refd || this.#dead) return;
+    this.#refd = keep;
+    if (keep) this.#worker?.ref();
+    else this.#worker?.unref();
   }
 
   /**
@@ -186,29 +307,50 @@ export class ManagedWorker {
    * @param transfer Objects to transfer.
    */
   postMessage(data: unknown, transfer: Transferable[] = []): void {
+    // A worker that could not start reports so on its own: drop the message.
+    if (!this.#worker) return;
     if (this.#dead) {
       throw new ClosedError(
         `Cannot post to worker ${this.#options.name}: it is gone`,
       );
     }
-    this.#worker.postMessage(data, transfer);
+    if (this.#outbox) {
+      // What cannot be cloned fails now, as postMessage would.
+      if (transfer.length === 0) structuredClone(data);
+      this.#outbox.push([data, transfer]);
+      return;
+    }
+    try {
+      // deno-lint-ignore no-explicit-any
+      this.#worker.postMessage(data, transfer as any);
+    } catch (e) {
+      // Node's postMessage says "could not be cloned" with a TypeError; the
+      // callers expect the Web's DataCloneError, as structuredClone throws.
+      if (e instanceof TypeError && /could not be cloned/.test(e.message)) {
+        throw new DOMException(e.message, "DataCloneError");
+      }
+      throw e;
+    }
   }
 
   /**
-   * Stops the worker: sets its stop flag (so timed waits inside it unwind),
-   * then terminates it. A worker busy in a synchronous loop cannot be
-   * stopped by Deno; it is then abandoned, no longer counted, and its locks
-   * count as abandoned.
+   * Stops the worker now, busy or not: its end is reported at once (the
+   * caller does not wait for the thread), its thread is marked dead (so the
+   * locks it held count as abandoned) and stopped within about a
+   * millisecond.
    *
    * @param death How to report the end (default: terminated, code -15).
    */
   terminate(death?: Partial<WorkerDeath>): void {
+    markThreadDead(this.#threadId);
     this.#die({
       kind: "terminated",
       code: -15,
       reason: `Worker ${this.#options.name} was terminated`,
       ...death,
     });
+    workers().live.delete(this);
+    this.#worker?.terminate().catch(() => {});
   }
 }
 
@@ -249,88 +391,109 @@ export function liveWorkerCount(): number {
 }
 
 /**
+ * Posts a message from a worker to the thread that spawned it.
+ *
+ * @param data The message.
+ * @param transfer Objects to transfer.
+ */
+export function postToParent(
+  data: unknown,
+  transfer: Transferable[] = [],
+): void {
+  // deno-lint-ignore no-explicit-any
+  parentPort!.postMessage(data, transfer as any);
+}
+
+/** How often a worker checks whether it ran out of memory, in ms. */
+const HEAP_WATCH_MS = 100;
+
+/**
  * Sets up the worker side of a worker spawned with
  * {@linkcode spawnWorker}. Call it synchronously at the top of a worker
- * entry module: it installs `self.onmessage`, takes the init message (thread
- * id, thread table), wraps `self.close` and `Deno.exit` so a silent exit is
- * recorded, and reports uncaught errors with their stack. Every later
- * message goes to `onMessage`.
+ * entry module: it takes the thread id and thread table from `workerData`,
+ * delivers the spawner's messages to `onMessage`, makes `self.close()`,
+ * `Deno.exit()` and `process.exit()` run `beforeExit` first (to post what
+ * is finished), and starts the heap watch.
+ *
+ * Messages are handed over from the message handler as they come; work
+ * must not run in that handler itself (a capped worker that runs out of
+ * memory there is never stopped): run it from a timer or `setImmediate`.
  *
  * @example Usage
  * ```ts ignore
- * import { installWorkerRuntime } from "./worker.ts";
+ * import { installWorkerRuntime, postToParent } from "./worker.ts";
  *
- * installWorkerRuntime((data) => postMessage(data));
+ * installWorkerRuntime((data) => postToParent(data));
  * ```
  *
- * @param onMessage Handles the messages after the init message.
- * @param beforeExit Runs when the worker code calls `self.close()` or
- *   `Deno.exit()`, before the exit is reported (e.g. to flush results).
+ * @param onMessage Handles the spawner's messages.
+ * @param beforeExit Runs when the worker code calls `self.close()`,
+ *   `Deno.exit()` or `process.exit()`, before the worker ends.
  */
 export function installWorkerRuntime(
   onMessage: (data: unknown) => void,
   beforeExit?: () => void,
 ): void {
-  const scope = globalThis as unknown as {
-    onmessage: ((e: MessageEvent) => void) | null;
-    close(): void;
-    postMessage(data: unknown): void;
-    addEventListener(type: string, fn: (e: Event) => void): void;
-  };
-  const pending: unknown[] = [];
-  let ready = false;
-  scope.onmessage = (e: MessageEvent) => {
-    const data = e.data;
-    if (!ready) {
-      if (typeof data === "object" && data !== null && INIT in data) {
-        const init = (data as Record<string, {
-          table: Int32Array;
-          threadId: number;
-          name: string;
-        }>)[INIT]!;
-        adoptIdentity({
-          table: init.table,
-          threadId: init.threadId,
-          threadName: init.name,
-        });
-        ready = true;
-        for (const p of pending.splice(0)) onMessage(p);
-        return;
-      }
-      pending.push(data);
-      return;
-    }
-    onMessage(data);
-  };
-  const realClose = scope.close.bind(globalThis);
+  const init = (workerData as Record<string, WorkerInit> | null)?.[INIT];
+  if (!init || !parentPort) {
+    throw new TypeError(
+      "Cannot set up the worker runtime: this thread was not spawned by spawnWorker",
+    );
+  }
+  adoptIdentity({
+    table: init.table,
+    threadId: init.threadId,
+    threadName: init.name,
+  });
+  parentPort.on("message", onMessage);
+  postToParent({ [HELLO]: true });
+  // Worker code written for Web Workers names the global scope `self`.
+  (globalThis as { self?: unknown }).self ??= globalThis;
+  const g = globalThis as unknown as { close?: () => void };
+  const proc = (globalThis as unknown as {
+    process?: { exit(code?: number): never };
+  }).process;
   const realExit = Deno.exit.bind(Deno);
+  const realClose = g.close?.bind(globalThis);
   let exiting = false;
-  const exit = (code: number, really: () => void): never => {
-    if (!exiting) {
-      exiting = true;
-      try {
-        beforeExit?.();
-      } catch {
-        // The worker is going away regardless.
-      }
-      for (const w of [...workers().live]) w.terminate();
-      scope.postMessage({ [EXITED]: code });
-      markThreadDead(threadIdentity().threadId);
+  const before = () => {
+    if (exiting) return;
+    exiting = true;
+    try {
+      beforeExit?.();
+    } catch {
+      // The worker is going away regardless.
     }
-    really();
-    throw new Error("unreachable: the worker is closing");
+    for (const w of [...workers().live]) w.terminate();
   };
-  scope.close = () => {
-    exit(0, realClose);
+  (Deno as { exit: (code?: number) => never }).exit = (code?: number) => {
+    before();
+    return realExit(code);
   };
-  (Deno as { exit: (code?: number) => never }).exit = (code?: number) =>
-    exit(code ?? 0, () => realExit(code));
-  scope.addEventListener("error", (e: Event) => {
-    const err = (e as ErrorEvent).error;
-    scope.postMessage({ [FATAL]: errorInfo(err ?? (e as ErrorEvent).message) });
-  });
-  scope.addEventListener("unhandledrejection", (e: Event) => {
-    const reason = (e as PromiseRejectionEvent).reason;
-    scope.postMessage({ [FATAL]: errorInfo(reason) });
-  });
+  if (realClose) {
+    g.close = () => {
+      before();
+      realClose();
+    };
+  }
+  if (proc) {
+    const realProcExit = proc.exit.bind(proc);
+    proc.exit = (code?: number) => {
+      before();
+      return realProcExit(code);
+    };
+  }
+  // Running out of memory inside a promise continuation leaves the worker
+  // alive with its task never settling, and V8's heap limit raised: seen
+  // here, the worker reports it and exits.
+  const limit = getHeapStatistics().heap_size_limit;
+  const watch = setInterval(() => {
+    if (getHeapStatistics().heap_size_limit <= limit) return;
+    clearInterval(watch);
+    postToParent({ [OUT_OF_MEMORY]: true });
+    realExit(1);
+  }, HEAP_WATCH_MS);
+  (Deno as { unrefTimer?(id: number): void }).unrefTimer?.(
+    watch as unknown as number,
+  );
 }

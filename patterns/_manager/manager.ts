@@ -214,6 +214,10 @@ export class Manager implements AsyncDisposable {
       ch.port1.close();
       throw e;
     }
+    // As Python's manager process, the server is a daemon once started: it
+    // does not keep the program alive (a pending call does, through its
+    // link).
+    worker.keepAlive(false);
     const client = ManagerClient.local(
       PROXIES,
       ch.port1,

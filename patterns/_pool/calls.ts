@@ -190,6 +190,18 @@ export abstract class PoolCall {
     return Math.max(1, Math.min(this.maxChunk, want));
   }
 
+  /**
+   * Whether {@linkcode PoolCall.take} may have items to give now.
+   *
+   * @returns `false` when the input is spent, waits, or the window is full.
+   */
+  hasWork(): boolean {
+    if (this.done || WINDOW - (this.dispatched - this.consumed) <= 0) {
+      return false;
+    }
+    return this.#buffer.length > 0 || (this.#sync && !this.#exhausted);
+  }
+
   /** Takes the next chunk of items, or `undefined` when none is ready. */
   take(): unknown[] | undefined {
     if (this.done) return undefined;

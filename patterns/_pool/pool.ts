@@ -10,7 +10,7 @@ import { describeValue } from "../_core/errors.ts";
 import { throwIfAborted, withDeadline } from "../_core/deadline.ts";
 import { ApplyCall, failedIterator, IterCall, PromiseCall } from "./calls.ts";
 import type { ApplyOptions, MapOptions } from "./calls.ts";
-import { argList, type JoinOptions } from "./process.ts";
+import { argList, checkMemoryLimit, type JoinOptions } from "./process.ts";
 import { CALL_ITEM, CALL_SPREAD } from "./protocol.ts";
 import type { CallMode, TaskDef } from "./protocol.ts";
 import { Dispatcher } from "./slots.ts";
@@ -111,9 +111,18 @@ export interface PoolOptions<M = Record<string, never>> {
   initArgs?: readonly unknown[];
   /**
    * A task (one item) running longer than this many ms fails with a
-   * `TimeoutError`; its worker is replaced.
+   * `TimeoutError`; its worker is stopped (even when busy in a synchronous
+   * loop) and replaced.
    */
   taskTimeout?: number;
+  /**
+   * Each worker's heap cap in MB. A task that takes its worker over it
+   * fails with a `WorkerCrashedError` naming the limit; the worker is
+   * replaced and the pool goes on. Default: the heap limit V8 gives the main
+   * thread, so one task's runaway allocation cannot end the program. It
+   * caps the JS heap only: `ArrayBuffer` memory is not counted.
+   */
+  memoryLimitMb?: number;
 }
 
 let poolCounter = 0;
@@ -129,8 +138,9 @@ let poolCounter = 0;
  * only the task it was running — the tasks queued behind it on that worker
  * are given to others — and the worker is replaced.
  *
- * Close it when done (`await using` does): idle workers keep a Deno
- * program alive.
+ * Close it when done (`await using` does). As Python's daemonic pool
+ * workers, idle workers do not keep the program alive; work in flight (a
+ * pending `map`) does.
  *
  * @example Usage
  * ```ts
@@ -186,6 +196,10 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
         }`,
       );
     }
+    const memoryLimitMb = checkMemoryLimit(
+      options.memoryLimitMb,
+      "create Pool",
+    );
     const module = checkModule(options.module, "create Pool");
     let initializer: TaskDef | undefined;
     if (options.initializer !== undefined) {
@@ -208,6 +222,7 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
       taskTimeout: taskTimeout ?? Infinity,
       initializer,
       initArgs: encodeArgs(initArgs),
+      memoryLimitMb,
     });
   }
 

@@ -6,6 +6,11 @@
  */
 
 import { describeValue } from "../_core/errors.ts";
+import {
+  currentThreadId,
+  currentThreadName,
+  perThread,
+} from "../_core/runtime.ts";
 import { spawnWorker } from "../_core/worker.ts";
 import type { ManagedWorker, WorkerDeath } from "../_core/worker.ts";
 import { withDeadline } from "../_core/deadline.ts";
@@ -84,6 +89,99 @@ export interface ProcessOptions<M = Record<string, never>> {
   module?: string | URL;
   /** The process's name; defaults to `Process-N`. */
   name?: string;
+  /**
+   * Whether the process is a daemon: it does not keep the program alive,
+   * and is stopped when the program ends (as Python's daemon children).
+   * Default `false`: the program waits for the process to end.
+   */
+  daemon?: boolean;
+  /**
+   * The worker's heap cap in MB; over it, the process ends with exit code
+   * 1 and an error naming the limit. Default: the heap limit V8 gives the
+   * main thread. It caps the JS heap
+   * only: `ArrayBuffer` memory is not counted.
+   */
+  memoryLimitMb?: number;
+}
+
+/**
+ * Checks a `memoryLimitMb` option.
+ *
+ * @param mb The option.
+ * @param what What is being done, for the error message.
+ * @returns The cap, or `undefined` for the default.
+ * @throws {RangeError} If it is not a positive number.
+ */
+export function checkMemoryLimit(
+  mb: number | undefined,
+  what: string,
+): number | undefined {
+  if (mb === undefined) return undefined;
+  if (typeof mb !== "number" || !Number.isFinite(mb) || mb < 1) {
+    throw new RangeError(
+      `Cannot ${what}: memoryLimitMb must be a number of MB ≥ 1, received ${
+        describeValue(mb)
+      }`,
+    );
+  }
+  return Math.ceil(mb);
+}
+
+/** What {@linkcode currentProcess} returns. */
+export interface ProcessInfo {
+  /** `"MainProcess"`, or the process's or pool worker's name. */
+  name: string;
+  /** A number unique among the program's live threads. */
+  ident: number;
+}
+
+/**
+ * Who the calling code runs in, as Python's `current_process()`:
+ * `"MainProcess"` on the main thread, the `Process`'s name inside it, the
+ * pool worker's name (e.g. `"Pool-1-worker-2"`) inside a pool task.
+ *
+ * @example Usage
+ * ```ts
+ * import { currentProcess } from "@dmp/multiprocessing/cube";
+ * import { strict as assert } from "node:assert";
+ *
+ * const me = currentProcess();
+ * assert.equal(me.name, "MainProcess");
+ * assert.equal(typeof me.ident, "number");
+ * ```
+ *
+ * @returns The name and ident.
+ */
+export function currentProcess(): ProcessInfo {
+  return { name: currentThreadName(), ident: currentThreadId() };
+}
+
+let children: Set<Process<unknown>> | undefined;
+
+function liveChildren(): Set<Process<unknown>> {
+  return children ??= perThread("children", () => new Set());
+}
+
+/**
+ * The processes this thread started that are still alive, as Python's
+ * `active_children()`.
+ *
+ * @example Usage
+ * ```ts
+ * import { activeChildren, Process } from "@dmp/multiprocessing/cube";
+ * import { strict as assert } from "node:assert";
+ *
+ * const p = new Process({ target: () => new Promise((r) => setTimeout(r, 50)) });
+ * p.start();
+ * assert.deepEqual(activeChildren(), [p]);
+ * await p.join();
+ * assert.deepEqual(activeChildren(), []);
+ * ```
+ *
+ * @returns The live processes, in start order.
+ */
+export function activeChildren(): Process<unknown>[] {
+  return [...liveChildren()];
 }
 
 /** Options of {@linkcode Process.join}. */
@@ -122,6 +220,8 @@ export class Process<M = Record<string, never>> {
   readonly #target: TaskDef;
   readonly #module: string | undefined;
   readonly #args: readonly unknown[];
+  readonly #daemon: boolean;
+  readonly #memoryLimitMb: number | undefined;
   #worker: ManagedWorker | undefined;
   #exitCode: number | null = null;
   #started = false;
@@ -154,12 +254,22 @@ export class Process<M = Record<string, never>> {
     }
     this.#target = taskDef(options.target, 0, "create Process");
     this.#args = argList(options.args, "args", "create Process");
+    this.#daemon = options.daemon === true;
+    this.#memoryLimitMb = checkMemoryLimit(
+      options.memoryLimitMb,
+      "create Process",
+    );
     this.#exited = new Promise((resolve) => this.#resolveExit = resolve);
   }
 
   /** The process's name, e.g. `"Process-1"`. */
   get name(): string {
     return this.#name;
+  }
+
+  /** Whether the process is a daemon (it does not keep the program alive). */
+  get daemon(): boolean {
+    return this.#daemon;
   }
 
   /**
@@ -202,8 +312,11 @@ export class Process<M = Record<string, never>> {
         }
       },
       onDeath: (death) => this.#finish(death),
+      ref: !this.#daemon,
+      ...(this.#memoryLimitMb ? { memoryLimitMb: this.#memoryLimitMb } : {}),
     });
     this.#worker = worker;
+    liveChildren().add(this as Process<unknown>);
     const msg: ProcessMsg = {
       t: "process",
       target: this.#target,
@@ -231,8 +344,13 @@ export class Process<M = Record<string, never>> {
       : death.kind === "error"
       ? 1
       : death.code;
+    liveChildren().delete(this as Process<unknown>);
     if (death.kind === "error" && death.error) {
-      console.error(`Process ${this.#name}:\n${death.error.stack}`);
+      console.error(
+        `Process ${this.#name}:\n${
+          death.error.stack || `${death.error.name}: ${death.error.message}`
+        }\n${death.reason}`,
+      );
     }
     this.#worker?.terminate({ kind: "exit", code: this.#exitCode });
     this.#resolveExit(this.#exitCode);
@@ -260,9 +378,9 @@ export class Process<M = Record<string, never>> {
   }
 
   /**
-   * Stops the process: its exit code becomes `-15` and `join()` resolves at
-   * once. A worker busy in a synchronous loop cannot be stopped by Deno; it
-   * is then abandoned and keeps running until it yields.
+   * Stops the process now, even when it is busy in a synchronous loop or a
+   * blocking wait: its exit code becomes `-15`, `join()` resolves at once,
+   * and its thread stops within about a millisecond, freeing its core.
    */
   terminate(): void {
     if (!this.#started || this.#exitCode !== null) return;

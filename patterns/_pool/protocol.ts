@@ -30,19 +30,39 @@ export type CallMode = typeof CALL_ITEM | typeof CALL_SPREAD;
 // -- The slot's shared memory ----------------------------------------------
 
 /**
- * The bytes of a worker slot's shared memory: an `Int32Array` of 2 at byte
- * 0 (the running job's sequence number or {@linkcode IDLE}, then the index
- * of the item it runs within that job) and a `Float64Array` of 1 at byte 8
- * (when that item started, in ms since the epoch, written only when the
- * pool has a task timeout).
+ * The bytes of a worker slot's shared memory: an `Int32Array` of 3 at byte
+ * 0 — the claim word (see {@linkcode claimWord}), the index of the item the
+ * worker runs within its job, and the fence horizon (the number of the last
+ * job the pool took back) — and a `Float64Array` of 1 at byte 16: when
+ * the running item started, in ms since the epoch.
+ *
+ * Jobs are numbered per slot, in the order they are sent (from 1, modulo
+ * {@linkcode JOB_NUMBERS}); both sides count them.
  */
-export const SLOT_BYTES = 16;
-/** The sequence number a worker's slot holds while no job runs. */
-export const IDLE: number = -1;
+export const SLOT_BYTES = 24;
+/** Job numbers of a slot wrap at this (they fit the claim word). */
+export const JOB_NUMBERS: number = 2 ** 29;
+/** The claim word before the worker has started any job. */
+export const IDLE = 0;
+
+/**
+ * The claim word: `(last started job's number << 1) | running`, or its
+ * bitwise complement (negative) once the pool has fenced the slot to take
+ * back the jobs after that one. The worker claims each job with a
+ * compare-and-swap on it, so a job is either started by the worker or
+ * taken back by the pool, never both.
+ *
+ * @param num The last started job's number.
+ * @param running Whether it is still running.
+ * @returns The word.
+ */
+export function claimWord(num: number, running: boolean): number {
+  return (num << 1) | (running ? 1 : 0);
+}
 
 /** The views over a slot's shared memory; see {@linkcode SLOT_BYTES}. */
 export interface SlotViews {
-  /** `[running job's seq or IDLE, item index within it]`. */
+  /** `[claim word, item index within the job, fence horizon]`. */
   state: Int32Array;
   /** `[start time of the running item]`. */
   started: Float64Array;
@@ -56,8 +76,8 @@ export interface SlotViews {
  */
 export function slotViews(buffer: SharedArrayBuffer): SlotViews {
   return {
-    state: new Int32Array(buffer, 0, 2),
-    started: new Float64Array(buffer, 8, 1),
+    state: new Int32Array(buffer, 0, 3),
+    started: new Float64Array(buffer, 16, 1),
   };
 }
 
@@ -69,8 +89,6 @@ export interface SetupMsg {
   t: "setup";
   /** The slot's shared memory ({@linkcode SLOT_BYTES}). */
   state: SharedArrayBuffer;
-  /** Whether the pool has a task timeout (the worker then stamps items). */
-  timed: boolean;
   /** The module whose exports tasks may name. */
   module?: string;
   /** The initializer to run before the first task. */

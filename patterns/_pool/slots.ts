@@ -24,6 +24,7 @@ import {
   type DoneMsg,
   type FromWorker,
   IDLE,
+  JOB_NUMBERS,
   type RunMsg,
   type SetupMsg,
   SLOT_BYTES,
@@ -35,12 +36,21 @@ import { encodeArgs, type EncodedArgs, taskDef } from "./task.ts";
 
 /** The work to keep queued in each worker, in ms. */
 const QUEUE_MS = 2;
+/**
+ * How long a worker may sit on one item, with jobs queued behind it, while
+ * another worker is idle, before the pool takes those jobs back, in ms.
+ */
+const STEAL_MS = 5;
+/** How often the pool looks for such jobs (and for timeouts), in ms. */
+const WATCH_MS = 10;
 const NO_TRANSFER: Transferable[] = [];
 const NO_HOOKS: Array<() => void> = [];
 
 /** A chunk of one call's items, sent to a worker as one unit. */
 interface Job {
   seq: number;
+  /** Its number in its slot's sequence (see `protocol.ts`), once sent. */
+  num: number;
   call: PoolCall;
   fnId: number;
   mode: CallMode;
@@ -68,7 +78,28 @@ interface Slot {
   ready: boolean;
   /** Whether the watchdog stopped it for running past `taskTimeout`. */
   timedOut: boolean;
+  /** The number of the last job sent to it. */
+  sent: number;
+  /** When a job was last sent to it. */
+  sentAt: number;
 }
+
+/** Where a slot's worker stands: its last started job, and whether it runs. */
+function claimOf(slot: Slot): { num: number; running: boolean; word: number } {
+  const word = Atomics.load(slot.state, 0);
+  const w = word < 0 ? ~word : word;
+  return { num: w >> 1, running: (w & 1) === 1, word };
+}
+
+/** The job numbered `num` among a slot's pending jobs, as an index. */
+function indexOfNum(slot: Slot, num: number): number {
+  for (let i = slot.inflight.length - 1; i >= slot.head; i--) {
+    if (slot.inflight[i]!.num === num) return i;
+  }
+  return -1;
+}
+
+const now = () => performance.timeOrigin + performance.now();
 
 function pending(slot: Slot): number {
   return slot.inflight.length - slot.head;
@@ -90,6 +121,8 @@ export interface DispatcherOptions {
   initializer: TaskDef | undefined;
   /** The initializer's encoded arguments. */
   initArgs: EncodedArgs;
+  /** Each worker's heap cap in MB (`undefined`: the default). */
+  memoryLimitMb: number | undefined;
 }
 
 /** Where a pool stands: taking work, draining after `close()`, or stopped. */
@@ -103,6 +136,9 @@ export class Dispatcher {
   readonly #taskTimeout: number;
   readonly #initializer: TaskDef | undefined;
   readonly #initArgs: EncodedArgs;
+  readonly #memoryLimitMb: number | undefined;
+  /** Whether work is in flight (the workers then keep the program alive). */
+  #busy = false;
   readonly #slots: Slot[] = [];
   readonly #calls: PoolCall[] = [];
   readonly #retry: Job[] = [];
@@ -131,6 +167,7 @@ export class Dispatcher {
     this.#taskTimeout = options.taskTimeout;
     this.#initializer = options.initializer;
     this.#initArgs = options.initArgs;
+    this.#memoryLimitMb = options.memoryLimitMb;
     this.host = {
       size: options.size,
       pump: () => this.#pump(),
@@ -161,18 +198,21 @@ export class Dispatcher {
       dead: false,
       ready: false,
       timedOut: false,
+      sent: 0,
+      sentAt: 0,
     };
     Atomics.store(slot.state, 0, IDLE);
     slot.worker = spawnWorker(WORKER_URL, {
       name,
       onMessage: (data) => this.#onMessage(slot, data as FromWorker),
       onDeath: (death) => this.#onDeath(slot, death),
+      ref: this.#busy,
+      ...(this.#memoryLimitMb ? { memoryLimitMb: this.#memoryLimitMb } : {}),
     });
     this.#slots.push(slot);
     const setup: SetupMsg = {
       t: "setup",
       state: sab,
-      timed: this.#taskTimeout !== Infinity,
       ...(this.#module ? { module: this.#module } : {}),
       ...(this.#initializer
         ? {
@@ -252,13 +292,19 @@ export class Dispatcher {
   #pump(): void {
     if (this.#state === "terminated") return;
     let any = false;
-    // Round robin, one batch of at most half a worker's window per worker
-    // and round, until no worker has room or no work is left: a worker
-    // always has its next job queued, and a few heavy jobs spread out.
+    // Round robin, least loaded worker first, one batch of at most half a
+    // worker's window per worker and round, until no worker has room or no
+    // work is left: a worker always has its next job queued, and a few
+    // heavy jobs spread out. A fenced worker (jobs were taken back from it,
+    // and it has not seen that yet) gets nothing until it has.
     for (let sent = true; sent;) {
       sent = false;
-      for (const slot of this.#slots) {
+      const order = this.#slots.length > 1
+        ? [...this.#slots].sort((a, b) => pending(a) - pending(b))
+        : this.#slots;
+      for (const slot of order) {
         if (slot.retiring || slot.dead) continue;
+        if (Atomics.load(slot.state, 0) < 0) continue;
         const cap = this.#cap(slot);
         const room = Math.min(
           cap - pending(slot),
@@ -280,7 +326,50 @@ export class Dispatcher {
         sent = any = true;
       }
     }
-    if (any) this.#startWatchdog();
+    if (any) {
+      this.#setBusy(true);
+      this.#startWatchdog();
+    }
+  }
+
+  /** Makes the workers keep the program alive while work is in flight. */
+  #setBusy(busy: boolean): void {
+    if (busy === this.#busy) return;
+    this.#busy = busy;
+    for (const s of this.#slots) s.worker.keepAlive(busy);
+  }
+
+  /**
+   * Takes back the jobs queued to a worker that sits on one item while
+   * another worker is idle and no other work is waiting, and gives them to
+   * the idle ones: no task waits behind a busy worker.
+   */
+  #steal(t: number): void {
+    if (this.#calls.some((c) => c.hasWork()) || this.#retry.length > 0) return;
+    const idle = this.#slots.some((s) =>
+      s.ready && !s.retiring && !s.dead && pending(s) === 0
+    );
+    if (!idle) return;
+    let stolen = false;
+    for (const slot of this.#slots) {
+      if (slot.dead || pending(slot) === 0) continue;
+      const { num, running, word } = claimOf(slot);
+      if (word < 0) continue; // fenced, not yet seen by the worker
+      const first = indexOfNum(slot, num) + 1 || slot.head;
+      if (first >= slot.inflight.length) continue;
+      const waited = t - (running ? slot.started[0]! : slot.sentAt);
+      if (waited < STEAL_MS) continue;
+      Atomics.store(slot.state, 2, slot.sent);
+      if (Atomics.compareExchange(slot.state, 0, word, ~word) !== word) {
+        continue; // it moved on: look again next time
+      }
+      const taken = slot.inflight.splice(first);
+      slot.jobs -= taken.length;
+      if (slot.retiring && slot.jobs < this.#maxTasks) slot.retiring = false;
+      this.#retry.unshift(...taken);
+      stolen = true;
+    }
+    if (stolen) this.#pump();
   }
 
   #nextJob(): Job | undefined {
@@ -309,6 +398,7 @@ export class Dispatcher {
       }
       return {
         seq: ++this.#seq,
+        num: 0,
         call,
         fnId: call.fnId,
         mode: call.mode,
@@ -350,10 +440,17 @@ export class Dispatcher {
     return { msg, transfer };
   }
 
+  #number(slot: Slot, job: Job): void {
+    slot.sent = (slot.sent + 1) % JOB_NUMBERS;
+    job.num = slot.sent;
+  }
+
   #send(slot: Slot, jobs: Job[]): void {
     const { msg, transfer } = this.#message(slot, jobs);
+    slot.sentAt = now();
     try {
       slot.worker.postMessage(msg, transfer);
+      for (const j of jobs) this.#number(slot, j);
       for (const j of jobs) for (const hook of j.after) hook();
       return;
     } catch (e) {
@@ -367,6 +464,7 @@ export class Dispatcher {
       const one = this.#message(slot, [j]);
       try {
         slot.worker.postMessage(one.msg, one.transfer);
+        this.#number(slot, j);
         for (const hook of j.after) hook();
         kept.push(j);
       } catch (err) {
@@ -512,13 +610,13 @@ export class Dispatcher {
       this.#replace(slot, death);
       return;
     }
-    const running = Atomics.load(slot.state, 0);
+    const claim = claimOf(slot);
     const item = slot.state[1]!;
     const jobs = slot.inflight.slice(slot.head);
     slot.inflight = [];
     slot.head = 0;
     for (const job of jobs) {
-      if (job.seq === running) {
+      if (claim.running && job.num === claim.num) {
         const index = job.call instanceof ApplyCall ? {} : {
           index: job.start + item,
         };
@@ -562,15 +660,13 @@ export class Dispatcher {
   }
 
   #startWatchdog(): void {
-    // Only timeouts need a timer: a worker that exits or crashes says so
-    // itself (its runtime posts the exit before closing; crashes fire
-    // `error`).
-    if (this.#watchdog !== undefined || this.#taskTimeout === Infinity) return;
-    const period = Math.max(
-      5,
-      Math.min(50, this.#taskTimeout / 4),
-    );
+    // A worker that exits or crashes says so itself; the timer looks for
+    // tasks past `taskTimeout` and for jobs waiting behind a busy worker.
+    if (this.#watchdog !== undefined) return;
+    if (this.#taskTimeout === Infinity && this.#slots.length < 2) return;
+    const period = Math.max(5, Math.min(WATCH_MS, this.#taskTimeout / 4));
     this.#watchdog = setInterval(() => this.#watch(), period);
+    Deno.unrefTimer(this.#watchdog);
   }
 
   #watch(): void {
@@ -579,29 +675,35 @@ export class Dispatcher {
       this.#watchdog = undefined;
       return;
     }
-    const now = performance.timeOrigin + performance.now();
-    for (const slot of [...this.#slots]) {
-      // Reading `death` also notices a worker that marked itself dead in
-      // the thread table before its last message arrived.
-      if (slot.dead || slot.worker.death) continue;
-      if (Atomics.load(slot.state, 0) < 0) continue; // idle
-      const ran = now - slot.started[0]!;
-      if (ran > this.#taskTimeout) {
-        slot.timedOut = true;
-        slot.worker.terminate({
-          kind: "terminated",
-          code: -15,
-          reason:
-            `Task timed out after ${this.#taskTimeout} ms on ${slot.worker.name}`,
-        });
+    const t = now();
+    if (this.#taskTimeout !== Infinity) {
+      for (const slot of [...this.#slots]) {
+        if (slot.dead || slot.worker.death) continue;
+        if (!claimOf(slot).running) continue;
+        const ran = t - slot.started[0]!;
+        if (ran > this.#taskTimeout) {
+          slot.timedOut = true;
+          slot.worker.terminate({
+            kind: "terminated",
+            code: -15,
+            reason:
+              `Task timed out after ${this.#taskTimeout} ms on ${slot.worker.name}`,
+          });
+        }
       }
     }
+    this.#steal(t);
   }
 
   /** Wakes the {@linkcode Dispatcher.whenIdle} waiters if no work is left. */
   #checkIdle(): void {
     if (this.#calls.length > 0 || this.#retry.length > 0) return;
     if (this.#inflightCount() > 0) return;
+    this.#setBusy(false);
+    if (this.#watchdog !== undefined) {
+      clearInterval(this.#watchdog);
+      this.#watchdog = undefined;
+    }
     const waiters = this.#idle.splice(0);
     for (const w of waiters) w();
   }

@@ -19,12 +19,15 @@ import { compileTask, explainTaskError } from "../_core/task.ts";
 import { currentThreadName, stopRequested } from "../_core/runtime.ts";
 import { decodeShared, encodeShared } from "../_core/share.ts";
 import { type ErrorInfo, errorInfo } from "../_core/errors.ts";
-import { installWorkerRuntime } from "../_core/worker.ts";
+import { installWorkerRuntime, postToParent } from "../_core/worker.ts";
+import { setImmediate } from "node:timers";
 import {
   CALL_ITEM,
+  claimWord,
   type DoneMsg,
   type FromWorker,
   IDLE,
+  JOB_NUMBERS,
   type JobError,
   type ProcessMsg,
   type RunMsg,
@@ -42,13 +45,16 @@ type Task = {
 
 const now = () => performance.timeOrigin + performance.now();
 const post = (m: FromWorker, transfer: Transferable[] = []) =>
-  (globalThis as unknown as {
-    postMessage(m: unknown, t: Transferable[]): void;
-  }).postMessage(m, transfer);
+  postToParent(m, transfer);
 
 let state: Int32Array<ArrayBufferLike> = new Int32Array(2);
 let started: Float64Array<ArrayBufferLike> = new Float64Array(1);
-let timed = false;
+/** The number of the last job received (jobs are numbered per worker). */
+let received = 0;
+/** Whether jobs are being skipped because the pool took them back. */
+let dropping = false;
+/** The number of the last job the pool took back. */
+let dropEnd = 0;
 let moduleUrl: string | undefined;
 let moduleNs: Promise<Record<string, unknown>> | undefined;
 let setupDone: Promise<boolean> = Promise.resolve(true);
@@ -168,21 +174,28 @@ async function resolveTask(def: TaskDef): Promise<Task> {
   }
 }
 
+// Work runs from `setImmediate`, never in the message handler itself: a
+// capped worker that runs out of memory inside a message handler is never
+// stopped (see NOTES.md), one that does so in an immediate callback is.
 function onMessage(msg: ToWorker): void {
   switch (msg.t) {
     case "setup":
       ({ state, started } = slotViews(msg.state));
-      timed = msg.timed;
       Atomics.store(state, 0, IDLE);
       moduleUrl = msg.module;
-      setupDone = setup(msg);
+      setupDone = new Promise((resolve) =>
+        setImmediate(() => setup(msg).then(resolve))
+      );
       break;
     case "run":
       inbox.push(msg);
-      if (!draining) void drain();
+      if (!draining) {
+        draining = true;
+        setImmediate(drain);
+      }
       break;
     case "process":
-      void runProcess(msg);
+      setImmediate(() => void runProcess(msg));
       break;
   }
 }
@@ -207,7 +220,6 @@ async function setup(msg: SetupMsg): Promise<boolean> {
 }
 
 async function drain(): Promise<void> {
-  draining = true;
   try {
     if (!(await setupDone)) {
       inbox.length = 0;
@@ -226,6 +238,52 @@ async function drain(): Promise<void> {
 function isThenable(v: unknown): v is PromiseLike<unknown> {
   return (typeof v === "object" || typeof v === "function") && v !== null &&
     typeof (v as { then?: unknown }).then === "function";
+}
+
+/**
+ * Takes note of a fence: the pool took back the jobs after the last one
+ * started, up to the number in the fence horizon; they are skipped.
+ */
+function acknowledgeFence(word: number): void {
+  dropEnd = Atomics.load(state, 2);
+  dropping = true;
+  Atomics.store(state, 0, ~word);
+}
+
+/**
+ * Claims job `num` before running it.
+ *
+ * @returns `false` if the pool took it back (skip it).
+ */
+function claim(num: number): boolean {
+  for (;;) {
+    const w = Atomics.load(state, 0);
+    if (w < 0) {
+      acknowledgeFence(w);
+      continue;
+    }
+    if (dropping) {
+      if (num === dropEnd) dropping = false;
+      return false;
+    }
+    if (Atomics.compareExchange(state, 0, w, claimWord(num, true)) === w) {
+      return true;
+    }
+  }
+}
+
+/** Marks job `num` finished in the claim word. */
+function release(num: number): void {
+  for (;;) {
+    const w = Atomics.load(state, 0);
+    if (w < 0) {
+      acknowledgeFence(w);
+      continue;
+    }
+    if (Atomics.compareExchange(state, 0, w, claimWord(num, false)) === w) {
+      return;
+    }
+  }
 }
 
 async function runBatch(msg: RunMsg): Promise<void> {
@@ -249,6 +307,12 @@ async function runBatch(msg: RunMsg): Promise<void> {
   let at = 0;
   for (let j = 0; j < seqs.length; j++) {
     const seq = seqs[j]!, len = lens[j]!, mode = modes[j];
+    received = (received + 1) % JOB_NUMBERS;
+    const num = received;
+    if (!claim(num)) {
+      at += len;
+      continue;
+    }
     const task = tasks.get(fns[j]!);
     if (!task || task.error) {
       out.seqs.push(seq);
@@ -262,18 +326,18 @@ async function runBatch(msg: RunMsg): Promise<void> {
         0,
         true,
       ]);
+      release(num);
       at += len;
       continue;
     }
     const fn = task.fn!;
     const values = out.values;
     const mark = values.length;
-    Atomics.store(state, 0, seq);
     let i = 0;
     try {
       for (; i < len; i++) {
         state[1] = i;
-        if (timed) started[0] = now();
+        started[0] = now();
         let r = mode === CALL_ITEM
           ? fn(items[at + i])
           : fn(...(items[at + i] as unknown[]));
@@ -285,7 +349,7 @@ async function runBatch(msg: RunMsg): Promise<void> {
       values.length = mark;
       out.errors.push([seq, explainTaskError(e, task.fromSource), i, false]);
     }
-    Atomics.store(state, 0, IDLE);
+    release(num);
     // Recorded only once finished: a flush while the job runs (the task
     // closing its worker) must not report it as done.
     out.seqs.push(seq);

@@ -8,19 +8,19 @@
  */
 
 import { errorInfo } from "../../_core/errors.ts";
-import { installWorkerRuntime } from "../../_core/worker.ts";
+import { isMainThread, workerData } from "node:worker_threads";
+import { installWorkerRuntime, postToParent } from "../../_core/worker.ts";
 import type { LinkMemory } from "../protocol.ts";
 import { ServerCore } from "./core.ts";
 import { loadRegister, type RegisteredType } from "./hosted.ts";
 import { LocalHub } from "./hub.ts";
 
 /** Whether this module runs as a worker's entry (not imported elsewhere). */
-const inWorker = "WorkerGlobalScope" in globalThis;
+const inWorker = !isMainThread && workerData !== null;
 
 if (inWorker) {
   const core = new ServerCore();
-  const post = (globalThis as unknown as { postMessage(m: unknown): void })
-    .postMessage.bind(globalThis);
+  const post = (m: unknown) => postToParent(m);
   installWorkerRuntime((data) => {
     const init = data as {
       port: MessagePort;
