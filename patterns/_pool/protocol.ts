@@ -89,6 +89,10 @@ export interface SetupMsg {
   t: "setup";
   /** The slot's shared memory ({@linkcode SLOT_BYTES}). */
   state: SharedArrayBuffer;
+  /** The mailbox of jobs, pool to worker (`mailbox.ts`). */
+  jobs: SharedArrayBuffer;
+  /** The mailbox of results, worker to pool. */
+  results: SharedArrayBuffer;
   /** The module whose exports tasks may name. */
   module?: string;
   /** The initializer to run before the first task. */
@@ -106,6 +110,11 @@ export interface SetupMsg {
 export interface RunMsg {
   /** The message tag. */
   t: "run";
+  /**
+   * The message's number (from 1): run messages come by mailbox or by
+   * `postMessage`, and are taken in this order.
+   */
+  m: number;
   /** Task definitions this worker has not seen yet. */
   defs: TaskDef[];
   /** Whether `items` holds shared-object handles to decode. */
@@ -148,6 +157,8 @@ export type JobError = [number, ErrorInfo, number, boolean];
 export interface DoneMsg {
   /** The message tag. */
   t: "done";
+  /** The message's number (from 1), as {@linkcode RunMsg.m}. */
+  m: number;
   /** The finished jobs' sequence numbers, in order. */
   seqs: number[];
   /** The values of the jobs that succeeded, job after job. */

@@ -17,6 +17,8 @@ import {
 } from "../_core/errors.ts";
 import { decodeShared } from "../_core/share.ts";
 import { spawnWorker } from "../_core/worker.ts";
+import { holdEventLoop, SpinPolicy } from "../_core/wait.ts";
+import { CLOSED, Mailbox, NOTHING } from "./mailbox.ts";
 import type { ManagedWorker, WorkerDeath } from "../_core/worker.ts";
 import { ApplyCall, type CallHost, type PoolCall } from "./calls.ts";
 import {
@@ -82,6 +84,14 @@ interface Slot {
   sent: number;
   /** When a job was last sent to it. */
   sentAt: number;
+  /** Jobs to the worker, results back (see `mailbox.ts`). */
+  jobBox: Mailbox;
+  resultBox: Mailbox;
+  /** The number of the last run message sent. */
+  sentMsgs: number;
+  /** The number of the next result message to take, and those that came early. */
+  nextDone: number;
+  early: Map<number, DoneMsg>;
 }
 
 /** Where a slot's worker stands: its last started job, and whether it runs. */
@@ -139,6 +149,7 @@ export class Dispatcher {
   readonly #memoryLimitMb: number | undefined;
   /** Whether work is in flight (the workers then keep the program alive). */
   #busy = false;
+  #hold: (() => void) | undefined;
   readonly #slots: Slot[] = [];
   readonly #calls: PoolCall[] = [];
   readonly #retry: Job[] = [];
@@ -200,6 +211,11 @@ export class Dispatcher {
       timedOut: false,
       sent: 0,
       sentAt: 0,
+      jobBox: new Mailbox(Mailbox.allocate()),
+      resultBox: new Mailbox(Mailbox.allocate()),
+      sentMsgs: 0,
+      nextDone: 1,
+      early: new Map(),
     };
     Atomics.store(slot.state, 0, IDLE);
     slot.worker = spawnWorker(WORKER_URL, {
@@ -213,6 +229,8 @@ export class Dispatcher {
     const setup: SetupMsg = {
       t: "setup",
       state: sab,
+      jobs: slot.jobBox.buffer,
+      results: slot.resultBox.buffer,
       ...(this.#module ? { module: this.#module } : {}),
       ...(this.#initializer
         ? {
@@ -223,6 +241,22 @@ export class Dispatcher {
         : {}),
     };
     slot.worker.postMessage(setup);
+    void this.#readResults(slot);
+  }
+
+  /** Takes a slot's results from its mailbox as they come. */
+  async #readResults(slot: Slot): Promise<void> {
+    const wait = {
+      spin: new SpinPolicy(20_000, { adaptive: true }),
+      pollMs: 0.2,
+      misses: 0,
+    };
+    const busy = () => pending(slot) > 0;
+    for (;;) {
+      const msg = await slot.resultBox.recv(wait, busy);
+      if (msg === CLOSED || slot.dead) return;
+      this.#onMessage(slot, msg as FromWorker);
+    }
   }
 
   /**
@@ -336,6 +370,13 @@ export class Dispatcher {
   #setBusy(busy: boolean): void {
     if (busy === this.#busy) return;
     this.#busy = busy;
+    // The mailbox waits do not keep the event loop alive: while work is in
+    // flight, the pool does.
+    if (busy) this.#hold = holdEventLoop();
+    else {
+      this.#hold?.();
+      this.#hold = undefined;
+    }
     for (const s of this.#slots) s.worker.keepAlive(busy);
   }
 
@@ -369,7 +410,12 @@ export class Dispatcher {
       this.#retry.unshift(...taken);
       stolen = true;
     }
-    if (stolen) this.#pump();
+    if (stolen) {
+      this.#pump();
+      // Jobs of calls that ended meanwhile are dropped, not run: the pool
+      // may be idle now.
+      this.#checkIdle();
+    }
   }
 
   #nextJob(): Job | undefined {
@@ -415,6 +461,7 @@ export class Dispatcher {
   #message(slot: Slot, jobs: Job[]): { msg: RunMsg; transfer: Transferable[] } {
     const msg: RunMsg = {
       t: "run",
+      m: slot.sentMsgs + 1,
       defs: [],
       handles: false,
       seqs: [],
@@ -449,7 +496,10 @@ export class Dispatcher {
     const { msg, transfer } = this.#message(slot, jobs);
     slot.sentAt = now();
     try {
-      slot.worker.postMessage(msg, transfer);
+      if (transfer.length > 0 || msg.handles || !slot.jobBox.trySend(msg)) {
+        slot.worker.postMessage(msg, transfer);
+      }
+      slot.sentMsgs++;
       for (const j of jobs) this.#number(slot, j);
       for (const j of jobs) for (const hook of j.after) hook();
       return;
@@ -464,6 +514,7 @@ export class Dispatcher {
       const one = this.#message(slot, [j]);
       try {
         slot.worker.postMessage(one.msg, one.transfer);
+        slot.sentMsgs++;
         this.#number(slot, j);
         for (const hook of j.after) hook();
         kept.push(j);
@@ -491,7 +542,7 @@ export class Dispatcher {
   #onMessage(slot: Slot, msg: FromWorker): void {
     switch (msg.t) {
       case "done":
-        this.#done(slot, msg);
+        if (!this.#takeDone(slot, msg)) break;
         if (slot.retiring && pending(slot) === 0) {
           this.#replace(slot, { kind: "exit", code: 0, reason: "" });
         }
@@ -510,6 +561,36 @@ export class Dispatcher {
       case "exit":
         break;
     }
+  }
+
+  /**
+   * Takes a result message in its order (results come by mailbox or by
+   * postMessage).
+   *
+   * @returns Whether any result was taken.
+   */
+  #takeDone(slot: Slot, msg: DoneMsg): boolean {
+    if (msg.m !== slot.nextDone) {
+      slot.early.set(msg.m, msg);
+      return false;
+    }
+    for (let next: DoneMsg | undefined = msg; next;) {
+      slot.early.delete(slot.nextDone);
+      this.#done(slot, next);
+      next = slot.early.get(++slot.nextDone);
+    }
+    return true;
+  }
+
+  /** Closes a gone worker's mailboxes, taking the results left in them. */
+  #closeBoxes(slot: Slot): void {
+    for (let v = slot.resultBox.tryRecv(); v !== NOTHING;) {
+      const msg = v as FromWorker;
+      if (msg.t === "done") this.#takeDone(slot, msg);
+      v = slot.resultBox.tryRecv();
+    }
+    slot.jobBox.close();
+    slot.resultBox.close();
   }
 
   #done(slot: Slot, msg: DoneMsg): void {
@@ -597,6 +678,11 @@ export class Dispatcher {
   }
 
   #onDeath(slot: Slot, death: WorkerDeath): void {
+    if (this.#state !== "terminated") this.#closeBoxes(slot);
+    else {
+      slot.jobBox.close();
+      slot.resultBox.close();
+    }
     slot.dead = true;
     if (this.#state === "terminated") return;
     if (!slot.ready && death.kind === "error" && ++this.#startFailures >= 3) {
@@ -642,6 +728,8 @@ export class Dispatcher {
     const i = this.#slots.indexOf(slot);
     if (i < 0) return;
     this.#slots.splice(i, 1);
+    slot.jobBox.close();
+    slot.resultBox.close();
     if (!slot.worker.death) slot.worker.terminate(death);
     if (this.#state === "terminated" || this.#startFailures >= 3) return;
     if (
@@ -745,7 +833,12 @@ export class Dispatcher {
       clearInterval(this.#watchdog);
       this.#watchdog = undefined;
     }
+    this.#setBusy(false);
     const slots = this.#slots.splice(0);
-    for (const s of slots) s.worker.terminate();
+    for (const s of slots) {
+      s.jobBox.close();
+      s.resultBox.close();
+      s.worker.terminate();
+    }
   }
 }

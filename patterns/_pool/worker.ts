@@ -21,6 +21,8 @@ import { decodeShared, encodeShared } from "../_core/share.ts";
 import { type ErrorInfo, errorInfo } from "../_core/errors.ts";
 import { installWorkerRuntime, postToParent } from "../_core/worker.ts";
 import { setImmediate } from "node:timers";
+import { SpinPolicy } from "../_core/wait.ts";
+import { CLOSED, Mailbox, type MailboxWait } from "./mailbox.ts";
 import {
   CALL_ITEM,
   claimWord,
@@ -61,6 +63,23 @@ let setupDone: Promise<boolean> = Promise.resolve(true);
 const tasks = new Map<number, Task>();
 const inbox: RunMsg[] = [];
 let draining = false;
+/** The running drain (the job loop waits for it before it waits again). */
+let drained: Promise<void> = Promise.resolve();
+
+/** The mailboxes shared with the pool (none for a process worker). */
+let jobBox: Mailbox | undefined;
+let resultBox: Mailbox | undefined;
+/** How the worker waits for jobs: a spin that pays off in a busy pool. */
+const JOB_WAIT: MailboxWait = {
+  spin: new SpinPolicy(20_000, { adaptive: true }),
+  pollMs: 0.1,
+  misses: 0,
+};
+/** The number of the next run message to take, and those that came early. */
+let nextRun = 1;
+const early = new Map<number, RunMsg>();
+/** The number of the last result message sent. */
+let sentDone = 0;
 
 /** Results not yet posted. */
 let out: DoneMsg = emptyDone();
@@ -70,6 +89,7 @@ let flushStart = 0;
 function emptyDone(): DoneMsg {
   return {
     t: "done",
+    m: 0,
     seqs: [],
     values: [],
     handles: false,
@@ -95,8 +115,11 @@ function flush(): void {
     msg.handles = enc.handles;
     after = enc.afterSend;
   }
+  msg.m = ++sentDone;
   try {
-    post(msg, transfer);
+    if (transfer.length > 0 || msg.handles || !resultBox?.trySend(msg)) {
+      post(msg, transfer);
+    }
     for (const hook of after) hook();
   } catch (e) {
     // Some value cannot be cloned: fail every job of this message with a
@@ -183,20 +206,51 @@ function onMessage(msg: ToWorker): void {
       ({ state, started } = slotViews(msg.state));
       Atomics.store(state, 0, IDLE);
       moduleUrl = msg.module;
+      jobBox = new Mailbox(msg.jobs);
+      resultBox = new Mailbox(msg.results);
       setupDone = new Promise((resolve) =>
         setImmediate(() => setup(msg).then(resolve))
       );
+      void readJobs(jobBox);
       break;
     case "run":
-      inbox.push(msg);
-      if (!draining) {
-        draining = true;
-        setImmediate(drain);
-      }
+      takeRun(msg, false);
       break;
     case "process":
       setImmediate(() => void runProcess(msg));
       break;
+  }
+}
+
+/**
+ * Takes a run message in its order; starts the drain from `setImmediate`
+ * when the message came in a message handler (`direct` is false), or right
+ * away from the mailbox loop (a `waitAsync` continuation, where running out
+ * of memory is caught).
+ */
+function takeRun(msg: RunMsg, direct: boolean): void {
+  if (msg.m !== nextRun) {
+    early.set(msg.m, msg);
+    return;
+  }
+  for (let next: RunMsg | undefined = msg; next;) {
+    inbox.push(next);
+    early.delete(nextRun);
+    next = early.get(++nextRun);
+  }
+  if (!draining) {
+    draining = true;
+    if (direct) drained = drain();
+    else setImmediate(() => drained = drain());
+  }
+}
+
+async function readJobs(box: Mailbox): Promise<void> {
+  for (;;) {
+    const msg = await box.recv(JOB_WAIT, () => true);
+    if (msg === CLOSED) return;
+    takeRun(msg as RunMsg, true);
+    await drained;
   }
 }
 
