@@ -16,7 +16,7 @@
  */
 
 import { setImmediate } from "node:timers";
-import { SpinPolicy } from "../_core/wait.ts";
+import type { SpinPolicy } from "../_core/wait.ts";
 import {
   decodePayload,
   encodeRecord,
