@@ -717,6 +717,11 @@ mpTest(
   "cube.ts works when imported by an http:// URL: map, stop, memory cap",
   async () => {
     const root = new URL("../patterns/", import.meta.url);
+    // A fresh path each run stands in for `--reload`: the cache never holds
+    // a stale copy, and workers read what the main thread downloaded (with
+    // `--reload` each worker downloads the graph again, and Deno 2.9.6 can
+    // then hang a worker started right after another was terminated).
+    const token = crypto.randomUUID();
     const ac = new AbortController();
     const server = Deno.serve({
       hostname: "127.0.0.1",
@@ -724,7 +729,11 @@ mpTest(
       signal: ac.signal,
       onListen() {},
     }, async (req) => {
-      const name = new URL(req.url).pathname.replace(/^\/patterns\//, "");
+      const path = new URL(req.url).pathname;
+      if (!path.startsWith(`/${token}/patterns/`)) {
+        return new Response("no", { status: 404 });
+      }
+      const name = path.slice(`/${token}/patterns/`.length);
       // Files in subfolders too (`_pool/pool.ts`), but no `..` segment.
       if (!/^(?:\w[\w.]*\/)*\w[\w.]*\.ts$/.test(name)) {
         return new Response("no", { status: 404 });
@@ -740,13 +749,12 @@ mpTest(
     });
     try {
       const port = server.addr.port;
-      const url = `http://127.0.0.1:${port}/patterns/cube.ts`;
+      const url = `http://127.0.0.1:${port}/${token}/patterns/cube.ts`;
       const script = new URL("./fixtures/import_by_url.ts", import.meta.url);
       const out = await new Deno.Command(Deno.execPath(), {
         args: [
           "run",
           "--no-lock",
-          "--reload",
           `--allow-import=127.0.0.1:${port}`,
           "--allow-read=./tests",
           script.pathname,
@@ -754,6 +762,7 @@ mpTest(
         ],
         stdout: "piped",
         stderr: "piped",
+        signal: AbortSignal.timeout(60_000),
       }).output();
       assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
       assert.deepEqual(

@@ -100,19 +100,39 @@ export interface SpawnOptions {
   ref?: boolean;
 }
 
+const LOAD_ERROR = "\u0000mp.load-error";
+
 /**
- * The entry a `node:worker_threads` worker can start from: `file:` and
- * `data:` URLs as they are; any other (an `https:` module imported by URL)
- * through a `data:` module that imports it.
+ * The entry every worker starts from: a `data:` module (`node:worker_threads`
+ * takes only `file:` and `data:` URLs) that imports the real one. A module
+ * that fails to load would otherwise end the whole program (Deno reports an
+ * uncaught error in a worker's entry as the program's own); here it is
+ * reported to the spawner and the worker exits with code 1. A load over the
+ * network that fails to connect is tried twice more first: a worker started
+ * right after another was terminated can find the shared connection broken.
  */
 function entryUrl(url: URL | string): URL {
-  const u = new URL(url);
-  if (u.protocol === "file:" || u.protocol === "data:") return u;
-  return new URL(
-    `data:text/javascript,${
-      encodeURIComponent(`await import(${JSON.stringify(u.href)});`)
-    }`,
-  );
+  const href = JSON.stringify(new URL(url).href);
+  const source = `import { parentPort } from "node:worker_threads";
+for (let i = 0; ; i++) {
+  try {
+    await import(${href});
+    break;
+  } catch (e) {
+    if (i < 2 && /error sending request|connect/i.test(String(e?.message))) {
+      await new Promise((r) => setTimeout(r, 50 * (i + 1)));
+      continue;
+    }
+    parentPort.postMessage({ ${JSON.stringify(LOAD_ERROR)}: {
+      name: String(e?.name ?? "Error"),
+      message: String(e?.message ?? e),
+      stack: String(e?.stack ?? ""),
+    } });
+    process.exit(1);
+  }
+}
+`;
+  return new URL(`data:text/javascript,${encodeURIComponent(source)}`);
 }
 
 /**
@@ -190,6 +210,13 @@ export class ManagedWorker {
       if (typeof data === "object" && data !== null) {
         if (OUT_OF_MEMORY in data) {
           this.#outOfMemory = true;
+          return;
+        }
+        if (LOAD_ERROR in data) {
+          this.#error ??= Object.assign(
+            new Error(),
+            (data as Record<string, ErrorInfo>)[LOAD_ERROR],
+          );
           return;
         }
         if (HELLO in data) {

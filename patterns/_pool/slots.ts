@@ -45,6 +45,11 @@ const QUEUE_MS = 2;
 const STEAL_MS = 5;
 /** How often the pool looks for such jobs (and for timeouts), in ms. */
 const WATCH_MS = 10;
+/**
+ * A worker that has work but has not finished its setup (loaded its module,
+ * run the initializer) after this long is taken for dead, in ms.
+ */
+const START_TIMEOUT_MS = 30_000;
 const NO_TRANSFER: Transferable[] = [];
 const NO_HOOKS: Array<() => void> = [];
 
@@ -84,6 +89,8 @@ interface Slot {
   sent: number;
   /** When a job was last sent to it. */
   sentAt: number;
+  /** When it was spawned. */
+  spawnedAt: number;
   /** Jobs to the worker, results back (see `mailbox.ts`). */
   jobBox: Mailbox;
   resultBox: Mailbox;
@@ -109,7 +116,8 @@ function indexOfNum(slot: Slot, num: number): number {
   return -1;
 }
 
-const now = () => performance.timeOrigin + performance.now();
+/** The clock of the slots' start stamps (the worker writes `Date.now()`). */
+const now = () => Date.now();
 
 function pending(slot: Slot): number {
   return slot.inflight.length - slot.head;
@@ -211,6 +219,7 @@ export class Dispatcher {
       timedOut: false,
       sent: 0,
       sentAt: 0,
+      spawnedAt: now(),
       jobBox: new Mailbox(Mailbox.allocate()),
       resultBox: new Mailbox(Mailbox.allocate()),
       sentMsgs: 0,
@@ -386,6 +395,8 @@ export class Dispatcher {
    * the idle ones: no task waits behind a busy worker.
    */
   #steal(t: number): void {
+    // Hand out what is waiting first (this also finds an input spent).
+    this.#pump();
     if (this.#calls.some((c) => c.hasWork()) || this.#retry.length > 0) return;
     const idle = this.#slots.some((s) =>
       s.ready && !s.retiring && !s.dead && pending(s) === 0
@@ -751,7 +762,6 @@ export class Dispatcher {
     // A worker that exits or crashes says so itself; the timer looks for
     // tasks past `taskTimeout` and for jobs waiting behind a busy worker.
     if (this.#watchdog !== undefined) return;
-    if (this.#taskTimeout === Infinity && this.#slots.length < 2) return;
     const period = Math.max(5, Math.min(WATCH_MS, this.#taskTimeout / 4));
     this.#watchdog = setInterval(() => this.#watch(), period);
     Deno.unrefTimer(this.#watchdog);
@@ -764,6 +774,18 @@ export class Dispatcher {
       return;
     }
     const t = now();
+    for (const slot of [...this.#slots]) {
+      if (slot.ready || slot.dead || pending(slot) === 0) continue;
+      if (t - slot.spawnedAt > START_TIMEOUT_MS) {
+        slot.worker.terminate({
+          kind: "error",
+          code: 1,
+          reason: `Worker ${slot.worker.name} did not start within ${
+            START_TIMEOUT_MS / 1000
+          } s (its module or initializer never finished loading)`,
+        });
+      }
+    }
     if (this.#taskTimeout !== Infinity) {
       for (const slot of [...this.#slots]) {
         if (slot.dead || slot.worker.death) continue;
