@@ -39,9 +39,11 @@
  * enclosing scope), or the names of exports of the pool's `module`, typed
  * from `typeof import("./tasks.ts")`.
  *
- * Workers are `node:worker_threads` threads, so stopping is real:
- * `terminate()` and `taskTimeout` stop a worker even when it is busy in a
- * synchronous loop. What Python's pool lacks: a worker that dies, runs past
+ * Workers are `node:worker_threads` threads: `terminate()` and
+ * `taskTimeout` stop a worker even when it is busy in a synchronous loop —
+ * its task is rejected at once, it is replaced, and the program can exit
+ * (Deno 2.9.6 leaves such a thread spinning on its core until the program
+ * ends). What Python's pool lacks: a worker that dies, runs past
  * `taskTimeout` or over its heap cap (`memoryLimitMb`) fails only its own
  * task (`WorkerCrashedError`, `TimeoutError`) and is replaced, so the pool
  * never hangs; no task waits behind a busy worker while another is idle.

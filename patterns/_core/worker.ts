@@ -363,8 +363,10 @@ export class ManagedWorker {
   /**
    * Stops the worker now, busy or not: its end is reported at once (the
    * caller does not wait for the thread), its thread is marked dead (so the
-   * locks it held count as abandoned) and stopped within about a
-   * millisecond.
+   * locks it held count as abandoned, and its waits unwind) and it no longer
+   * keeps the program alive. A thread in a loop that never yields is not
+   * interrupted by Deno 2.9.6 (denoland/deno#35657): it spins on until the
+   * program ends.
    *
    * @param death How to report the end (default: terminated, code -15).
    */

@@ -112,7 +112,8 @@ export interface PoolOptions<M = Record<string, never>> {
   /**
    * A task (one item) running longer than this many ms fails with a
    * `TimeoutError`; its worker is stopped (even when busy in a synchronous
-   * loop) and replaced.
+   * loop: it no longer holds the program, though Deno 2.9.6 leaves a thread
+   * that never yields spinning until the program ends) and replaced.
    */
   taskTimeout?: number;
   /**
@@ -537,9 +538,8 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
   }
 
   /**
-   * Stops the workers now; pending calls reject with
-   * {@linkcode ClosedError}. A worker busy in a synchronous loop cannot be
-   * stopped by Deno and is abandoned.
+   * Stops the workers now, busy or not; pending calls reject with
+   * {@linkcode ClosedError}.
    */
   terminate(): void {
     this.#dispatch.terminate();

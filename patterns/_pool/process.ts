@@ -380,7 +380,9 @@ export class Process<M = Record<string, never>> {
   /**
    * Stops the process now, even when it is busy in a synchronous loop or a
    * blocking wait: its exit code becomes `-15`, `join()` resolves at once,
-   * and its thread stops within about a millisecond, freeing its core.
+   * and it no longer keeps the program alive. (Deno 2.9.6 does not interrupt
+   * a thread that never yields: such a one keeps a core busy until the
+   * program ends. Waits of this package's objects see the stop and unwind.)
    */
   terminate(): void {
     if (!this.#started || this.#exitCode !== null) return;
