@@ -1,0 +1,71 @@
+/**
+ * An object referenced twice inside one message arrives as one object
+ * referenced twice, on every path (structured clone and pickle both keep
+ * this): Queue items, pipe messages, Pool and Process arguments and
+ * results.
+ *
+ * @module
+ */
+
+import { strict as assert } from "node:assert";
+import { Pipe, Pool, Process, Queue } from "../mod.ts";
+import { mpTest } from "./_helpers.ts";
+
+Deno.test.sanitizer?.({ ops: true, resources: true });
+
+mpTest(
+  "a Queue item keeps an object referenced twice as one object",
+  async () => {
+    const q = new Queue<unknown>();
+    const o = { x: 1, list: [1, 2] };
+    await q.put([o, o, { inner: o }]);
+    const got = await q.get() as [typeof o, typeof o, { inner: typeof o }];
+    assert.deepEqual(got[0], o);
+    assert.equal(got[0], got[1]);
+    assert.equal(got[2].inner, got[0]);
+    // A value without repeats still comes back equal.
+    await q.put({ a: [1, 2], b: [1, 2] });
+    const plain = await q.get() as { a: number[]; b: number[] };
+    assert.deepEqual(plain, { a: [1, 2], b: [1, 2] });
+    assert.notEqual(plain.a, plain.b);
+    q.close();
+  },
+);
+
+mpTest(
+  "a pipe message keeps an object referenced twice as one object",
+  async () => {
+    const [a, b] = Pipe();
+    const shared = [1, 2, 3];
+    a.send({ p: shared, q: shared });
+    const m = await b.recv() as { p: number[]; q: number[] };
+    assert.deepEqual(m.p, shared);
+    assert.equal(m.p, m.q);
+    a.close();
+    b.close();
+  },
+);
+
+mpTest("Pool and Process arguments and results keep identity", async () => {
+  await using pool = new Pool({ workers: 1 });
+  const o = { n: 5 };
+  assert.equal(
+    await pool.apply((a: object, b: object) => a === b, [o, o]),
+    true,
+  );
+  const r = await pool.apply(() => {
+    const x = { v: 1 };
+    return [x, x];
+  }) as Array<{ v: number }>;
+  assert.equal(r[0], r[1]);
+  const q = new Queue<boolean>();
+  const p = new Process({
+    target: (q: Queue<boolean>, pair: [object, object]) =>
+      q.putSync(pair[0] === pair[1]),
+    args: [q, [o, o]],
+  });
+  p.start();
+  assert.equal(await q.get({ timeout: 10_000 }), true);
+  assert.equal(await p.join(), 0);
+  q.close();
+});
