@@ -34,20 +34,27 @@ export interface RemoteErrorOptions {
  *
  * `message` is the original message; `remoteName` the original error's name;
  * `remoteStack` the worker's stack text; `worker` the worker's name and, for
- * map-like calls, `index` the item's position.
+ * map-like calls, `index` the item's position. `cause` is the task's error
+ * revived in this thread with the same message and the worker's stack: as its
+ * own class where it is a built-in (`RangeError`, `TypeError`, …) or one of
+ * this package's errors (`EmptyError`, …), as a `DOMException` for a name
+ * such as `"TimeoutError"` or `"AbortError"`, else as a plain `Error` whose
+ * `name` is the remote name (a user's own class).
  *
  * @example Usage
  * ```ts
- * import { RemoteError } from "@dmp/multiprocessing";
+ * import { RemoteError } from "@dmp/multiprocessing/cube";
  * import { strict as assert } from "node:assert";
  *
  * const e = new RemoteError(
- *   { name: "TypeError", message: "bad", stack: "TypeError: bad" },
+ *   { name: "RangeError", message: "bad", stack: "RangeError: bad" },
  *   { worker: "Pool-1-worker-1", index: 3 },
  * );
  * assert.equal(e.name, "RemoteError");
- * assert.equal(e.remoteName, "TypeError");
+ * assert.equal(e.remoteName, "RangeError");
  * assert.equal(e.index, 3);
+ * assert.ok(e.cause instanceof RangeError);
+ * assert.equal(e.cause.message, "bad");
  * ```
  */
 export class RemoteError extends Error {
@@ -61,16 +68,16 @@ export class RemoteError extends Error {
   readonly index: number | undefined;
 
   /**
-   * Wraps the description of a remote error.
+   * Wraps the description of a remote error; `cause` is `options.cause` if
+   * given, else the error revived from `info`.
    *
    * @param info What the worker reported.
    * @param options Where it came from.
    */
   constructor(info: ErrorInfo, options: RemoteErrorOptions = {}) {
-    super(
-      info.message,
-      options.cause === undefined ? undefined : { cause: options.cause },
-    );
+    super(info.message, {
+      cause: options.cause === undefined ? reviveError(info) : options.cause,
+    });
     this.name = "RemoteError";
     this.remoteName = info.name;
     this.remoteStack = info.stack;
@@ -277,6 +284,56 @@ export class AuthenticationError extends Error {
 }
 
 /**
+ * Thrown when a name refers to nothing: attaching `SharedMemory` to a name
+ * no block has (Python's `FileNotFoundError`).
+ *
+ * @example Usage
+ * ```ts
+ * import { NotFoundError } from "@dmp/multiprocessing";
+ * import { strict as assert } from "node:assert";
+ *
+ * assert.equal(new NotFoundError("Cannot attach: no block has that name").name, "NotFoundError");
+ * ```
+ */
+export class NotFoundError extends Error {
+  /**
+   * Makes the error.
+   *
+   * @param message What was looked for.
+   * @param options The underlying cause, if known.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "NotFoundError";
+  }
+}
+
+/**
+ * Thrown when a name is taken: creating `SharedMemory` under a name a block
+ * already has (Python's `FileExistsError`).
+ *
+ * @example Usage
+ * ```ts
+ * import { AlreadyExistsError } from "@dmp/multiprocessing";
+ * import { strict as assert } from "node:assert";
+ *
+ * assert.equal(new AlreadyExistsError("Cannot create: the name is taken").name, "AlreadyExistsError");
+ * ```
+ */
+export class AlreadyExistsError extends Error {
+  /**
+   * Makes the error.
+   *
+   * @param message What was taken.
+   * @param options The underlying cause, if known.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "AlreadyExistsError";
+  }
+}
+
+/**
  * Makes the error a timed-out call rejects with: a `DOMException` named
  * `"TimeoutError"`, the same kind `AbortSignal.timeout()` uses.
  *
@@ -306,53 +363,83 @@ export function errorInfo(error: unknown): ErrorInfo {
   return { name: "Error", message, stack: `Uncaught ${message}` };
 }
 
+/** The classes an error name revives as, beyond those a caller passes. */
+const REVIVED: Record<string, new (message: string) => Error> = {
+  Error,
+  EvalError,
+  RangeError,
+  ReferenceError,
+  SyntaxError,
+  TypeError,
+  URIError,
+  WorkerCrashedError,
+  ClosedError,
+  AbandonedError,
+  EOFError,
+  EmptyError,
+  FullError,
+  BrokenBarrierError,
+  AuthenticationError,
+  NotFoundError,
+  AlreadyExistsError,
+};
+
+/** The `DOMException` names an error name revives as a `DOMException`. */
+const DOM_EXCEPTIONS: ReadonlySet<string> = new Set([
+  "AbortError",
+  "TimeoutError",
+  "DataCloneError",
+  "InvalidStateError",
+  "NotSupportedError",
+  "InvalidCharacterError",
+  "QuotaExceededError",
+  "NetworkError",
+  "SecurityError",
+  "NotAllowedError",
+  "OperationError",
+  "EncodingError",
+  "DataError",
+]);
+
 /**
- * Re-creates an error from its {@linkcode ErrorInfo} in this thread, as the
- * built-in class of the same name where there is one (`TypeError`,
- * `RangeError`, …), or as the package error of that name given in `classes`.
- * Used where an error crosses a thread but is not a task failure (a `Barrier`
- * action, a manager call).
+ * Re-creates an error from its {@linkcode ErrorInfo} in this thread, with its
+ * message and the remote stack text as `stack`: as the built-in class of the
+ * same name (`TypeError`, `RangeError`, `AggregateError` with no `errors`, …),
+ * this package's error of that name (a `RemoteError` has no remote details
+ * of its own: they were not sent), a class of that name given in `classes`,
+ * a `DOMException` for names such as `"TimeoutError"`, `"AbortError"` or
+ * `"DataCloneError"`, or else a plain `Error` whose `name` is the remote
+ * name. Used for `RemoteError.cause` and where an error crosses a thread but
+ * is not a task failure (a `Barrier` action, a manager call).
  *
  * @param info The description.
- * @param classes Error classes by name, beyond the built-ins.
+ * @param classes Error classes by name, tried before the built-in ones.
  * @returns A local error with the same name and message.
  */
 export function reviveError(
   info: ErrorInfo,
   classes: Record<string, new (message: string) => Error> = {},
 ): Error {
-  const builtins: Record<string, new (message: string) => Error> = {
-    Error,
-    TypeError,
-    RangeError,
-    SyntaxError,
-    ReferenceError,
-    EvalError,
-    URIError,
-    ClosedError,
-    WorkerCrashedError,
-    AbandonedError,
-    EOFError,
-    EmptyError,
-    FullError,
-    BrokenBarrierError,
-    AuthenticationError,
-  };
   const Ctor = Object.hasOwn(classes, info.name)
     ? classes[info.name]
-    : Object.hasOwn(builtins, info.name)
-    ? builtins[info.name]
+    : Object.hasOwn(REVIVED, info.name)
+    ? REVIVED[info.name]
     : undefined;
+  let e: Error;
   if (Ctor) {
-    const e = new Ctor(info.message);
-    e.stack = info.stack;
-    return e;
+    e = new Ctor(info.message);
+  } else if (info.name === "AggregateError") {
+    e = new AggregateError([], info.message);
+  } else if (info.name === "RemoteError") {
+    // What it wrapped was not sent: no remote name, stack or cause of its own.
+    e = new RemoteError({ name: "Error", message: info.message, stack: "" });
+    delete e.cause;
+  } else if (DOM_EXCEPTIONS.has(info.name)) {
+    e = new DOMException(info.message, info.name) as unknown as Error;
+  } else {
+    e = new Error(info.message);
+    e.name = info.name;
   }
-  if (info.name === "TimeoutError" || info.name === "AbortError") {
-    return new DOMException(info.message, info.name) as unknown as Error;
-  }
-  const e = new Error(info.message);
-  e.name = info.name;
   e.stack = info.stack;
   return e;
 }
