@@ -33,3 +33,4 @@ export * from "./patterns/server_process.ts";
 export * from "./patterns/sync.ts";
 export * from "./patterns/value.ts";
 export * from "./patterns/array.ts";
+export * from "./patterns/shared_memory.ts";

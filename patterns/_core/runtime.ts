@@ -47,6 +47,36 @@ export interface ThreadIdentity {
   threadName: string;
   /** Whether this is a worker rather than the main thread. */
   isWorker: boolean;
+  /**
+   * The memory behind `shared_memory.ts`, the same in every thread: the
+   * arena the blocks live in (a growable `SharedArrayBuffer`) and the
+   * directory of their names.
+   */
+  blocks: SharedBlocks;
+}
+
+/** See {@linkcode ThreadIdentity.blocks}. */
+export interface SharedBlocks {
+  /** Where the blocks' bytes live; grows as blocks are made. */
+  arena: SharedArrayBuffer;
+  /** Names, places and reference counts. */
+  directory: SharedArrayBuffer;
+}
+
+/** The most the arena may grow to: address space, reserved, not used. */
+const ARENA_MAX_BYTES = 2 ** 36;
+/** The directory's size (its pages are touched only as it fills). */
+const DIRECTORY_BYTES = 64 + 4096 * 128;
+
+function newBlocks(): SharedBlocks {
+  const Growable = SharedArrayBuffer as unknown as new (
+    length: number,
+    options: { maxByteLength: number },
+  ) => SharedArrayBuffer;
+  return {
+    arena: new Growable(0, { maxByteLength: ARENA_MAX_BYTES }),
+    directory: new SharedArrayBuffer(DIRECTORY_BYTES),
+  };
 }
 
 function inWorkerScope(): boolean {
@@ -92,6 +122,7 @@ export function threadIdentity(): ThreadIdentity {
         ? ((globalThis as { name?: string }).name || "worker")
         : "MainProcess",
       isWorker,
+      blocks: newBlocks(),
     };
   });
 }
@@ -108,6 +139,7 @@ export function adoptIdentity(
   record.table = identity.table;
   record.threadId = identity.threadId;
   record.threadName = identity.threadName;
+  record.blocks = identity.blocks;
   record.isWorker = true;
 }
 

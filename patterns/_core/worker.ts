@@ -25,6 +25,7 @@ import {
   allocateThreadId,
   markThreadDead,
   perThread,
+  type SharedBlocks,
   threadIdentity,
 } from "./runtime.ts";
 
@@ -53,6 +54,7 @@ interface WorkerInit {
   table: Int32Array;
   threadId: number;
   name: string;
+  blocks: SharedBlocks;
 }
 
 /**
@@ -173,6 +175,7 @@ export class ManagedWorker {
       table: threadIdentity().table,
       threadId: this.#threadId,
       name: options.name,
+      blocks: threadIdentity().blocks,
     };
     let worker: NodeWorker;
     try {
@@ -473,6 +476,7 @@ export function installWorkerRuntime(
     table: init.table,
     threadId: init.threadId,
     threadName: init.name,
+    blocks: init.blocks,
   });
   parentPort.on("message", onMessage);
   postToParent({ [HELLO]: true });
