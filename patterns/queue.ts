@@ -275,8 +275,11 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
     options: QueueOptions | typeof kAttach = {},
     buffer?: SharedArrayBuffer,
   ) {
+    // A JoinableQueue's ring counts each item as unfinished in the commit
+    // that makes it visible, so no consumer's taskDone() can come first.
+    this.#joinable = this instanceof JoinableQueue;
     if (options === kAttach) {
-      this.#ring = new RecordRing(buffer!);
+      this.#ring = new RecordRing(buffer!, this.#joinable);
     } else {
       const maxsize = checkMaxsize(options.maxsize);
       const capacity = checkCapacity(
@@ -284,9 +287,11 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
         QUEUE_CAPACITY,
         "create a queue",
       );
-      this.#ring = new RecordRing(RecordRing.allocate(capacity, maxsize));
+      this.#ring = new RecordRing(
+        RecordRing.allocate(capacity, maxsize),
+        this.#joinable,
+      );
     }
-    this.#joinable = this instanceof JoinableQueue;
   }
 
   /**
@@ -348,9 +353,8 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
    * @throws {FullError} If the timeout passes while the queue is full.
    * @throws {ClosedError} If the queue is closed.
    */
-  async put(item: T, options: WaitOptions = {}): Promise<void> {
-    await putItem(this.#ring, item, options);
-    if (this.#joinable) this.#ring.addUnfinished();
+  put(item: T, options: WaitOptions = {}): Promise<void> {
+    return putItem(this.#ring, item, options);
   }
 
   /**
@@ -382,7 +386,6 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
     this.#ring.checkFits(encodeRecord(item, "putSync"), "putSync");
     const r = putSync(this.#ring, timeout);
     if (r !== OK) throw putError(r, "putSync", timeout);
-    if (this.#joinable) this.#ring.addUnfinished();
   }
 
   /**
@@ -409,7 +412,6 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
     this.#ring.checkFits(encodeRecord(item, "putNowait"), "putNowait");
     const r = this.#ring.tryPut(false);
     if (r !== OK) throw putError(r, "putNowait", 0);
-    if (this.#joinable) this.#ring.addUnfinished();
   }
 
   /**

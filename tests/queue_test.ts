@@ -10,7 +10,7 @@ import {
 } from "../patterns/queue.ts";
 import { kShare, type ShareContext } from "../patterns/_core/share.ts";
 import { waitAsync } from "../patterns/_core/wait.ts";
-import { mpTest } from "./_helpers.ts";
+import { mpTest, range } from "./_helpers.ts";
 
 Deno.test.sanitizer({ ops: true, resources: true });
 
@@ -286,6 +286,30 @@ mpTest("JoinableQueue.join() with and without outstanding tasks", async () => {
   q.close();
 });
 
+mpTest("JoinableQueue counts no task for a put that fails", async () => {
+  const q = new JoinableQueue<unknown>({ maxsize: 1, capacityBytes: 64 });
+  await q.put(1);
+  const reason = new Error("stop");
+  assert.throws(() => q.putNowait(2), FullError);
+  assert.throws(() => q.putSync(2, { timeout: 1 }), FullError);
+  await assert.rejects(q.put(2, { timeout: 1 }), FullError);
+  await assert.rejects(q.put(2, { signal: AbortSignal.abort(reason) }), reason);
+  const c = new AbortController();
+  const waiting = q.put(2, { signal: c.signal });
+  c.abort(reason);
+  await assert.rejects(waiting, reason);
+  assert.throws(() => q.putNowait(() => 1), TypeError);
+  await assert.rejects(q.put("x".repeat(100)), RangeError);
+  q.getNowait();
+  q.taskDone();
+  assert.equal(await q.join({ timeout: 0 }), true);
+  q.close();
+  assert.throws(() => q.putSync(3), ClosedError);
+  await assert.rejects(q.put(3), ClosedError);
+  assert.equal(await q.join({ timeout: 0 }), true);
+  assert.throws(() => q.taskDone(), RangeError);
+});
+
 mpTest("SimpleQueue puts, gets, reports empty and closes", async () => {
   const q = new SimpleQueue<number>();
   assert.equal(q.empty(), true);
@@ -495,5 +519,90 @@ mpTest(
     assert.equal(await q.join({ timeout: 30_000 }), true);
     assert.equal(await p.join(), 0);
     q.close();
+  },
+);
+
+mpTest(
+  "JoinableQueue.join() holds while a producer races 2-4 consumers",
+  async () => {
+    const ROUNDS = 24, ITEMS = 200;
+    await using pool = new Pool({ workers: 5 });
+    const consume = (
+      q: JoinableQueue<number>,
+      seen: Uint8Array,
+      ctl: Int32Array,
+    ) => {
+      Atomics.add(ctl, 0, 1);
+      Atomics.notify(ctl, 0);
+      let count = 0, sum = 0;
+      for (;;) {
+        let v: number;
+        try {
+          v = q.getSync({ timeout: 5_000 });
+        } catch (e) {
+          if ((e as Error).name === "ClosedError") return { count, sum };
+          throw e;
+        }
+        Atomics.add(seen, v, 1);
+        count++;
+        sum += v;
+        q.taskDone();
+      }
+    };
+    const produce = (q: JoinableQueue<number>, n: number) => {
+      for (let i = 0; i < n; i++) q.putSync(i);
+      return n;
+    };
+    for (let round = 0; round < ROUNDS; round++) {
+      const consumers = 2 + round % 3;
+      const inWorker = round % 2 === 1;
+      // Half the rounds bounded, so puts also wait for room.
+      const q = new JoinableQueue<number>({ maxsize: round % 4 < 2 ? 0 : 8 });
+      const seen = new Uint8Array(new SharedArrayBuffer(ITEMS));
+      const ctl = new Int32Array(new SharedArrayBuffer(4));
+      const tasks = range(consumers).map(() =>
+        pool.apply(consume, [q, seen, ctl])
+      );
+      const stop = new AbortController();
+      let producer: Promise<number> = Promise.resolve(0);
+      try {
+        await waitUntil(ctl, 0, consumers);
+        producer = inWorker ? pool.apply(produce, [q, ITEMS]) : (async () => {
+          for (let i = 0; i < ITEMS; i++) await q.put(i);
+          return ITEMS;
+        })();
+        // A consumer's failing taskDone() rejects its task: fail the round
+        // at once instead of waiting on a join that can never return.
+        const failed = Promise.all(tasks).then(
+          () => "every consumer ended first",
+          (e: unknown) => (e as Error).message,
+        );
+        const where = `round ${round} (${consumers} consumers, producer in ${
+          inWorker ? "a worker" : "the main thread"
+        })`;
+        const put = await Promise.race([producer, failed]);
+        assert.equal(put, ITEMS, `${where}: ${put}`);
+        const joined = q.join({ signal: stop.signal });
+        joined.catch(() => {});
+        const done = await Promise.race([joined, failed]);
+        assert.equal(done, true, `${where}: ${done}`);
+        assert.equal(q.qsize(), 0);
+        q.close();
+        const results = await Promise.all(tasks);
+        const count = results.reduce((n, r) => n + r.count, 0);
+        const sum = results.reduce((n, r) => n + r.sum, 0);
+        assert.equal(count, ITEMS, `round ${round}: items taken`);
+        assert.equal(sum, (ITEMS * (ITEMS - 1)) / 2, `round ${round}: sum`);
+        assert.ok(
+          seen.every((x) => x === 1),
+          `round ${round}: an item was lost or taken twice`,
+        );
+        assert.throws(() => q.taskDone(), RangeError);
+      } finally {
+        stop.abort();
+        q.close();
+        await Promise.allSettled([producer, ...tasks]);
+      }
+    }
   },
 );

@@ -72,7 +72,10 @@ const PUT_SEQ = 16;
 const GET_SEQ = 17;
 const WAIT_GET = 18;
 const WAIT_PUT = 19;
-/** JoinableQueue: items put and not yet marked done. */
+/**
+ * JoinableQueue: items put and not yet marked done. Raised in a put's
+ * commit, under the lock; lowered by `taskDone` without it.
+ */
 const UNFINISHED = 24;
 const WAIT_JOIN = 25;
 /** Bytes of control words before the data. */
@@ -138,6 +141,11 @@ export class RecordRing {
   /** Item limit, or 0 for none. */
   readonly maxsize: number;
   readonly #c: Int32Array;
+  /**
+   * Whether a put counts its item as an unfinished task (a JoinableQueue),
+   * in the same commit that makes it visible.
+   */
+  readonly #tasks: boolean;
   /** The short lock every change of the ring is made under (words 0–1). */
   readonly #lock: OwnerWord;
   /** How this thread's gets spin before they sleep (once per wait). */
@@ -168,10 +176,14 @@ export class RecordRing {
    * Attaches to a ring's memory.
    *
    * @param buffer Memory from {@linkcode RecordRing.allocate}.
+   * @param tasks Count every item put as an unfinished task (see
+   *   {@linkcode RecordRing.taskDone}); every holder of a JoinableQueue's
+   *   ring attaches with `true`.
    */
-  constructor(buffer: SharedArrayBuffer) {
+  constructor(buffer: SharedArrayBuffer, tasks = false) {
     this.buffer = buffer;
     this.#c = new Int32Array(buffer, 0, HEADER_BYTES / 4);
+    this.#tasks = tasks;
     this.#lock = new OwnerWord(this.#c, LOCK, RING_LOCK);
     this.capacity = this.#c[CAP]!;
     this.maxsize = this.#c[MAXSIZE]!;
@@ -234,10 +246,14 @@ export class RecordRing {
     writePending(this.#data, this.#d32, tail, cap);
     let next = tail + size;
     if (next >= cap) next -= cap;
-    // The commit: straight-line stores, never half-done.
+    // The commit: straight-line stores, never half-done. A task is counted
+    // here, under the lock, so it is unfinished before any consumer can take
+    // it (and no failed put counts one). `taskDone` changes the word without
+    // the lock, hence the atomic add.
     c[TAIL] = next;
     c[USED] = used + size;
     c[COUNT] = count + 1;
+    if (this.#tasks) Atomics.add(c, UNFINISHED, 1);
     const wake = c[WAIT_GET] !== 0;
     this.#lock.unlock();
     if (wake) bump(c, PUT_SEQ);
@@ -458,13 +474,9 @@ export class RecordRing {
 
   // -- JoinableQueue accounting --
 
-  /** Counts one more unfinished task (after a successful put). */
-  addUnfinished(): void {
-    Atomics.add(this.#c, UNFINISHED, 1);
-  }
-
   /**
-   * Marks one task done.
+   * Marks one task done (a ring attached with `tasks` counts one per item
+   * in the commit of its put).
    *
    * @returns `false` when none was unfinished (nothing changed).
    */
