@@ -5,7 +5,7 @@
  * @module
  */
 
-import { parseArgs, styleText } from "node:util";
+import { parseArgs } from "node:util";
 import { describeValue } from "./_core/errors.ts";
 
 /**
@@ -207,11 +207,13 @@ export class ProgressBar {
     const filled = Math.round(frac * width);
     const bar = "█".repeat(filled) + "░".repeat(width - filled);
     const pct = `${Math.floor(frac * 100)}`.padStart(3);
-    const line = `${styleText("cyan", bar)} ${pct}% ${
-      formatNumber(this.#current)
-    }/${formatNumber(this.#total)} ${this.#label} ${
-      formatDuration(performance.now() - this.#start)
-    }`;
+    // Plain ANSI, not node:util's styleText, which reads a dozen environment
+    // variables (NODE_DISABLE_COLORS, TERM, CI, …) and so prompts for env
+    // access in a terminal; Deno.noColor needs no permission.
+    const colored = Deno.noColor ? bar : `\x1b[36m${bar}\x1b[39m`;
+    const line = `${colored} ${pct}% ${formatNumber(this.#current)}/${
+      formatNumber(this.#total)
+    } ${this.#label} ${formatDuration(performance.now() - this.#start)}`;
     Deno.stderr.writeSync(
       new TextEncoder().encode(this.#tty ? `\r\x1b[2K${line}` : `${line}\n`),
     );

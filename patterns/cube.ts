@@ -72,6 +72,7 @@ export type {
   ProcessOptions,
 } from "./_pool/process.ts";
 export { cpuCount, Pool, type PoolOptions } from "./_pool/pool.ts";
+export type { PoolStats } from "./_pool/slots.ts";
 export { type ApplyOptions, type MapOptions } from "./_pool/calls.ts";
 
 import { isMainModule } from "./_core/runtime.ts";

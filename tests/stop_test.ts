@@ -28,15 +28,18 @@ const CUBE = new URL("../patterns/cube.ts", import.meta.url).href;
 /** Runs a scenario; a program that does not exit is killed after 30 s. */
 async function scenario(
   name: string,
+  env?: { flags: string[]; vars: Record<string, string> },
 ): Promise<{ code: number; out: string[]; ms: number; err: string }> {
   const t0 = performance.now();
   const out = await new Deno.Command(Deno.execPath(), {
     args: [
       "run",
       "--allow-read=./patterns,./tests",
+      ...(env?.flags ?? []),
       SCENARIOS.pathname,
       name,
     ],
+    ...(env ? { env: env.vars } : {}),
     stdout: "piped",
     stderr: "piped",
     signal: AbortSignal.timeout(30_000),
@@ -291,5 +294,63 @@ mpTest(
     await a.join();
     await b.join();
     assert.deepEqual(activeChildren(), []);
+  },
+);
+
+// -- Seeing into a pool --
+
+mpTest(
+  "pool.stats() counts workers, busy, queued, completed, failed",
+  async () => {
+    const pool = new Pool({ workers: 2 });
+    try {
+      assert.deepEqual(pool.stats(), {
+        workers: 2,
+        busy: 0,
+        queued: 0,
+        completed: 0,
+        failed: 0,
+      });
+      await pool.map((x: number) => x, range(10));
+      await pool.apply(() => {
+        throw new RangeError("no");
+      }).catch(() => {});
+      const s = pool.stats();
+      assert.equal(s.completed, 10);
+      assert.equal(s.failed, 1);
+      // Two slow tasks and more behind them: both busy, the rest queued.
+      const slow = pool.map(
+        () => new Promise((r) => setTimeout(r, 300)),
+        range(6),
+        { chunksize: 1 },
+      );
+      await new Promise((r) => setTimeout(r, 100));
+      const during = pool.stats();
+      assert.equal(during.busy, 2);
+      assert.equal(during.queued, 4);
+      await slow;
+      assert.equal(pool.stats().completed, 16);
+    } finally {
+      pool.terminate();
+    }
+  },
+);
+
+mpTest(
+  "MP_DEBUG=1 logs worker starts, a timeout and the restart; off without env access",
+  async () => {
+    const on = await scenario("debug", {
+      flags: ["--allow-env=MP_DEBUG"],
+      vars: { MP_DEBUG: "1" },
+    });
+    assert.equal(on.code, 0, on.err);
+    assert.deepEqual(on.out, ["5"]);
+    assert.match(on.err, /Pool-\d+-worker-1: started/);
+    assert.match(on.err, /task timed out after 200 ms/);
+    assert.match(on.err, /Pool-\d+-worker-2: started/);
+    // Without --allow-env nothing is read, nothing printed, no prompt.
+    const off = await scenario("debug", { flags: [], vars: { MP_DEBUG: "1" } });
+    assert.equal(off.code, 0, off.err);
+    assert.doesNotMatch(off.err, /\[mp /);
   },
 );

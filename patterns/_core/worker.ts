@@ -15,6 +15,7 @@
 
 import {
   parentPort,
+  SHARE_ENV,
   Worker as NodeWorker,
   workerData,
 } from "node:worker_threads";
@@ -183,6 +184,10 @@ export class ManagedWorker {
         name: options.name,
         workerData: { [INIT]: init },
         resourceLimits: { maxOldGenerationSizeMb: this.#limitMb },
+        // Threads share the environment, as Web Workers do. Node's default
+        // copies process.env, which reads every variable and so prompts for
+        // env access in a terminal.
+        env: SHARE_ENV,
       });
     } catch (e) {
       // Refused at once (no read permission on the module, say): reported

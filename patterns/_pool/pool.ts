@@ -13,7 +13,7 @@ import type { ApplyOptions, MapOptions } from "./calls.ts";
 import { argList, checkMemoryLimit, type JoinOptions } from "./process.ts";
 import { CALL_ITEM, CALL_SPREAD } from "./protocol.ts";
 import type { CallMode, TaskDef } from "./protocol.ts";
-import { Dispatcher } from "./slots.ts";
+import { Dispatcher, type PoolStats } from "./slots.ts";
 import {
   type ArgOf,
   type ArgsOf,
@@ -230,6 +230,27 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
   /** The number of workers. */
   get size(): number {
     return this.#size;
+  }
+
+  /**
+   * Where the pool stands: live workers, workers running a task, tasks
+   * waiting, tasks done, tasks that failed.
+   *
+   * @example Usage
+   * ```ts
+   * import { Pool } from "@dmp/multiprocessing/cube";
+   * import { strict as assert } from "node:assert";
+   *
+   * await using pool = new Pool({ workers: 2 });
+   * await pool.map((x: number) => x * 2, [1, 2, 3, 4]);
+   * const { workers, busy, completed, failed } = pool.stats();
+   * assert.deepEqual([workers, busy, completed, failed], [2, 0, 4, 0]);
+   * ```
+   *
+   * @returns The counts.
+   */
+  stats(): PoolStats {
+    return this.#dispatch.stats();
   }
 
   #promiseCall(

@@ -14,6 +14,7 @@ import {
 import { spawnWorker } from "../_core/worker.ts";
 import type { ManagedWorker, WorkerDeath } from "../_core/worker.ts";
 import { withDeadline } from "../_core/deadline.ts";
+import { debug } from "../_core/debug.ts";
 import { WORKER_URL } from "./protocol.ts";
 import type { FromWorker, ProcessMsg, TaskDef } from "./protocol.ts";
 import { checkModule, encodeArgs, taskDef } from "./task.ts";
@@ -317,6 +318,7 @@ export class Process<M = Record<string, never>> {
     });
     this.#worker = worker;
     liveChildren().add(this as Process<unknown>);
+    debug(`${this.#name}: started${this.#daemon ? " (daemon)" : ""}`);
     const msg: ProcessMsg = {
       t: "process",
       target: this.#target,
@@ -345,6 +347,15 @@ export class Process<M = Record<string, never>> {
       ? 1
       : death.code;
     liveChildren().delete(this as Process<unknown>);
+    debug(
+      `${this.#name}: ${
+        death.kind === "terminated"
+          ? "terminated"
+          : death.kind === "error"
+          ? death.reason
+          : `exited (code ${this.#exitCode})`
+      }`,
+    );
     if (death.kind === "error" && death.error) {
       console.error(
         `Process ${this.#name}:\n${

@@ -18,6 +18,7 @@ import {
 import { decodeShared } from "../_core/share.ts";
 import { spawnWorker } from "../_core/worker.ts";
 import { holdEventLoop, SpinPolicy } from "../_core/wait.ts";
+import { debug } from "../_core/debug.ts";
 import { CLOSED, Mailbox, NOTHING } from "./mailbox.ts";
 import type { ManagedWorker, WorkerDeath } from "../_core/worker.ts";
 import { ApplyCall, type CallHost, type PoolCall } from "./calls.ts";
@@ -143,6 +144,34 @@ export interface DispatcherOptions {
   memoryLimitMb: number | undefined;
 }
 
+/**
+ * What `pool.stats()` returns: what a user looks at when a pool seems slow.
+ *
+ * @example Usage
+ * ```ts
+ * import { Pool, type PoolStats } from "@dmp/multiprocessing/cube";
+ * import { strict as assert } from "node:assert";
+ *
+ * await using pool = new Pool({ workers: 2 });
+ * await pool.map((x: number) => x, [1, 2, 3]);
+ * const s: PoolStats = pool.stats();
+ * assert.equal(s.completed, 3);
+ * assert.equal(s.queued, 0);
+ * ```
+ */
+export interface PoolStats {
+  /** Live workers. */
+  workers: number;
+  /** Workers running a task now. */
+  busy: number;
+  /** Tasks (items) waiting to start, those of inputs not yet read excepted. */
+  queued: number;
+  /** Tasks whose results came back. */
+  completed: number;
+  /** Tasks that failed (threw, crashed their worker or timed out). */
+  failed: number;
+}
+
 /** Where a pool stands: taking work, draining after `close()`, or stopped. */
 export type PoolState = "running" | "closed" | "terminated";
 
@@ -166,6 +195,9 @@ export class Dispatcher {
   readonly #defs: TaskDef[] = [];
   #seq = 0;
   #workerCounter = 0;
+  /** Tasks (items) whose results came back, and tasks that failed. */
+  #completed = 0;
+  #failed = 0;
   #state: PoolState = "running";
   #broken: Error | undefined;
   #startFailures = 0;
@@ -235,6 +267,7 @@ export class Dispatcher {
       ...(this.#memoryLimitMb ? { memoryLimitMb: this.#memoryLimitMb } : {}),
     });
     this.#slots.push(slot);
+    debug(`${name}: started`);
     const setup: SetupMsg = {
       t: "setup",
       state: sab,
@@ -627,6 +660,7 @@ export class Dispatcher {
       const err = errors?.get(seq);
       if (err) {
         const [, info, index, bad] = err;
+        this.#failed++;
         call.fail(
           bad
             ? (info.name === "TypeError"
@@ -637,6 +671,7 @@ export class Dispatcher {
         continue;
       }
       const n = job.items.length;
+      this.#completed += n;
       if (decoded) {
         const from = at;
         decoded.then(
@@ -689,6 +724,13 @@ export class Dispatcher {
   }
 
   #onDeath(slot: Slot, death: WorkerDeath): void {
+    if (this.#state !== "terminated") {
+      debug(
+        `${slot.worker.name}: ${
+          death.reason || `exited (code ${death.code})`
+        }; replacing it`,
+      );
+    }
     if (this.#state !== "terminated") this.#closeBoxes(slot);
     else {
       slot.jobBox.close();
@@ -724,6 +766,7 @@ export class Dispatcher {
               "index" in index ? ` (item ${index.index})` : ""
             }`,
           );
+        this.#failed++;
         job.call.fail(e);
       } else {
         // Never started, or finished with its result lost: run it again.
@@ -739,6 +782,9 @@ export class Dispatcher {
     const i = this.#slots.indexOf(slot);
     if (i < 0) return;
     this.#slots.splice(i, 1);
+    if (death.reason === "" && this.#state !== "terminated") {
+      debug(`${slot.worker.name}: retired after ${slot.jobs} jobs`);
+    }
     slot.jobBox.close();
     slot.resultBox.close();
     if (!slot.worker.death) slot.worker.terminate(death);
@@ -793,6 +839,9 @@ export class Dispatcher {
         const ran = t - slot.started[0]!;
         if (ran > this.#taskTimeout) {
           slot.timedOut = true;
+          debug(
+            `${slot.worker.name}: task timed out after ${this.#taskTimeout} ms`,
+          );
           slot.worker.terminate({
             kind: "terminated",
             code: -15,
@@ -816,6 +865,37 @@ export class Dispatcher {
     }
     const waiters = this.#idle.splice(0);
     for (const w of waiters) w();
+  }
+
+  /**
+   * Where the pool stands now; see {@linkcode PoolStats}.
+   *
+   * @returns The counts.
+   */
+  stats(): PoolStats {
+    let busy = 0;
+    let queued = this.#retry.reduce((n, j) => n + j.items.length, 0);
+    for (const slot of this.#slots) {
+      if (slot.dead) continue;
+      const { num, running } = claimOf(slot);
+      if (running) busy++;
+      const first = indexOfNum(slot, num) + 1 || slot.head;
+      for (let i = first; i < slot.inflight.length; i++) {
+        queued += slot.inflight[i]!.items.length;
+      }
+    }
+    for (const call of this.#calls) {
+      if (call.total !== undefined) {
+        queued += Math.max(0, call.total - call.dispatched);
+      }
+    }
+    return {
+      workers: this.#slots.filter((s) => !s.dead).length,
+      busy,
+      queued,
+      completed: this.#completed,
+      failed: this.#failed,
+    };
   }
 
   /** Stops taking work; queued and running work still completes. */

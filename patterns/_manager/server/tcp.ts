@@ -8,6 +8,7 @@
 
 import { FramedSocket } from "../frames.ts";
 import { hmacKey, serverHandshake } from "../handshake.ts";
+import { debug } from "../../_core/debug.ts";
 import { DEFAULT_MAX_FRAME, HANDSHAKE_MAX_FRAME } from "../protocol.ts";
 import type { Conn } from "./call.ts";
 import type { ServerCore } from "./core.ts";
@@ -78,7 +79,15 @@ export function startTcpServer(
         timeout: options.handshakeTimeout ?? 10_000,
         maxFrameBytes: options.maxFrameBytes ?? DEFAULT_MAX_FRAME,
       });
-      if (!authenticated) return;
+      const peer = (() => {
+        const a = tcp.remoteAddr as Deno.NetAddr;
+        return `${a.hostname}:${a.port}`;
+      })();
+      if (!authenticated) {
+        debug(`manager: refused ${peer}: wrong authkey or bad handshake`);
+        return;
+      }
+      debug(`manager: connection from ${peer}`);
       const conn: Conn = {
         ownerBase: `R${++count}`,
         threadId: 0,
@@ -98,6 +107,7 @@ export function startTcpServer(
       // socket.error): the stream cannot be trusted any more.
       await socket.done;
       core.disconnect(conn);
+      debug(`manager: ${peer} disconnected`);
     } catch {
       // A peer that misbehaves only loses its own connection.
     } finally {

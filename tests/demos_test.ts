@@ -1,0 +1,60 @@
+/**
+ * Every demo, and every demo's `--help`, runs in a pseudo-terminal with no
+ * permission prompt and exits 0 (a prompt only shows on a terminal, which
+ * piped test output never is). Uses util-linux `script`; skipped without it.
+ *
+ * @module
+ */
+
+import { strict as assert } from "node:assert";
+import { mpTest } from "./_helpers.ts";
+
+Deno.test.sanitizer?.({ ops: true, resources: true });
+
+function hasScript(): boolean {
+  try {
+    return new Deno.Command("script", { args: ["--version"] }).outputSync()
+      .success;
+  } catch {
+    return false;
+  }
+}
+
+const TASKS = [
+  "cube",
+  "cube --pool 2 --items 64",
+  "pipe",
+  "queue",
+  "sync",
+  "value",
+  "array",
+  "shared_memory",
+  "manager",
+];
+
+const ready = hasScript();
+
+for (const task of TASKS) {
+  for (const args of ["", " --help"]) {
+    if (args && task.includes(" ")) continue;
+    mpTest(
+      `deno task ${task}${args} runs in a terminal with no prompt`,
+      async () => {
+        const out = await new Deno.Command("script", {
+          args: ["-qec", `${Deno.execPath()} task ${task}${args}`, "/dev/null"],
+          cwd: new URL("..", import.meta.url).pathname,
+          stdin: "null",
+          stdout: "piped",
+          stderr: "piped",
+          env: { NO_COLOR: "1" },
+          signal: AbortSignal.timeout(60_000),
+        }).output();
+        const text = new TextDecoder().decode(out.stdout) +
+          new TextDecoder().decode(out.stderr);
+        assert.doesNotMatch(text, /Deno requests|Allow\?/, text);
+        assert.equal(out.code, 0, text);
+      },
+      { ignore: !ready },
+    );
+  }
+}
