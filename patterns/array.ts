@@ -62,7 +62,7 @@ import { isMainModule } from "./_core/runtime.ts";
 import { kAttach, kShare, registerShareable } from "./_core/share.ts";
 import type { SharedHandle } from "./_core/share.ts";
 import type { Lock, RLock } from "./_sync/lock.ts";
-import { lockOption, noLockError } from "./value.ts";
+import { lockOption, noLockError } from "./_sync/lock_option.ts";
 
 export { kShare } from "./_core/share.ts";
 export type { ShareContext, SharedHandle } from "./_core/share.ts";

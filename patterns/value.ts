@@ -67,17 +67,18 @@ import {
   type TypecodeInfo,
   typecodeInfo,
 } from "./_core/typecodes.ts";
+import { lockOption, noLockError } from "./_sync/lock_option.ts";
 import { describeValue } from "./_core/errors.ts";
 import { isMainModule } from "./_core/runtime.ts";
 import { kAttach, kShare, registerShareable } from "./_core/share.ts";
 import type { SharedHandle } from "./_core/share.ts";
-import { Lock, RLock } from "./_sync/lock.ts";
+import type { Lock, RLock } from "./_sync/lock.ts";
 
 export { kShare } from "./_core/share.ts";
 export type { ShareContext, SharedHandle } from "./_core/share.ts";
 export type { WaitOptions } from "./_core/deadline.ts";
 export type { Lock, RLock } from "./_sync/lock.ts";
-export { checkElement, typecodeInfo, TYPECODES } from "./_core/typecodes.ts";
+export { typecodeInfo, TYPECODES } from "./_core/typecodes.ts";
 export type {
   AnyTypedArray,
   BigTypecode,
@@ -101,60 +102,6 @@ function checkDelta(t: TypecodeInfo, delta: unknown, what: string): void {
         ? "a safe integer"
         : "a number"
     }, received ${describeValue(delta)}`,
-  );
-}
-
-/**
- * Checks a `lock` option: `true`/absent makes an `RLock`, `false` none, a
- * `Lock` or `RLock` is used as given.
- *
- * @example Usage
- * ```ts
- * import { lockOption } from "@dmp/multiprocessing/value";
- * import { Lock } from "@dmp/multiprocessing/sync";
- * import { strict as assert } from "node:assert";
- *
- * const lock = new Lock();
- * assert.equal(lockOption(lock, "create Value"), lock);
- * assert.equal(lockOption(false, "create Value"), null);
- * assert.throws(() => lockOption({}, "create Value"), TypeError);
- * ```
- *
- * @param lock The option as given.
- * @param what The call, for the error message.
- * @returns The lock, or `null` for none.
- * @throws {TypeError} If it is neither a boolean nor a `Lock`/`RLock`.
- */
-export function lockOption(lock: unknown, what: string): Lock | RLock | null {
-  if (lock === undefined || lock === true) return new RLock();
-  if (lock === false) return null;
-  if (lock instanceof Lock || lock instanceof RLock) return lock;
-  throw new TypeError(
-    `Cannot ${what}: lock must be true, false, a Lock or an RLock, received ${
-      describeValue(lock)
-    }`,
-  );
-}
-
-/**
- * The error `getLock()` throws when there is no lock.
- *
- * @example Usage
- * ```ts
- * import { noLockError } from "@dmp/multiprocessing/value";
- * import { strict as assert } from "node:assert";
- *
- * const e = noLockError("Value");
- * assert.ok(e instanceof TypeError);
- * assert.match(e.message, /lock: false/);
- * ```
- *
- * @param what The class.
- * @returns The error.
- */
-export function noLockError(what: string): TypeError {
-  return new TypeError(
-    `Cannot get the lock: this ${what} was created with lock: false and has none`,
   );
 }
 

@@ -239,8 +239,8 @@ export function typecodeInfo(typecode: unknown, what: string): TypecodeInfo {
  * the float codes.
  *
  * @example Usage
- * ```ts
- * import { checkElement, typecodeInfo } from "@dmp/multiprocessing/value";
+ * ```ts ignore
+ * import { checkElement, typecodeInfo } from "./typecodes.ts";
  * import { strict as assert } from "node:assert";
  *
  * const B = typecodeInfo("B", "test");
