@@ -73,6 +73,7 @@ export type {
 } from "./_pool/process.ts";
 export { cpuCount, Pool, type PoolOptions } from "./_pool/pool.ts";
 export type { PoolStats } from "./_pool/slots.ts";
+export { transfer, type Transferred } from "./_pool/transfer.ts";
 export { type ApplyOptions, type MapOptions } from "./_pool/calls.ts";
 
 import { isMainModule } from "./_core/runtime.ts";

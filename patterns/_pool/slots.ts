@@ -392,7 +392,16 @@ export class Dispatcher {
         while (jobs.length < room) {
           const job = this.#nextJob();
           if (!job) break;
+          // A job that moves buffers could not be taken back from a busy
+          // worker: it goes only to an idle one, alone.
+          if (
+            job.transfer.length > 0 && (pending(slot) > 0 || jobs.length > 0)
+          ) {
+            this.#retry.unshift(job);
+            break;
+          }
           jobs.push(job);
+          if (job.transfer.length > 0) break;
         }
         if (jobs.length === 0) break;
         slot.jobs += jobs.length;
@@ -442,6 +451,9 @@ export class Dispatcher {
       if (word < 0) continue; // fenced, not yet seen by the worker
       const first = indexOfNum(slot, num) + 1 || slot.head;
       if (first >= slot.inflight.length) continue;
+      if (slot.inflight.slice(first).some((j) => j.transfer.length > 0)) {
+        continue; // its buffers are gone from here
+      }
       const waited = t - (running ? slot.started[0]! : slot.sentAt);
       if (waited < STEAL_MS) continue;
       Atomics.store(slot.state, 2, slot.sent);
