@@ -8,6 +8,7 @@ import {
   EmptyError,
   FullError,
   type ListProxy,
+  type ConditionProxy,
   type LockProxy,
   Manager,
   serve,
@@ -234,7 +235,7 @@ mpTest("Manager condition: wait, notify across threads, waitFor", async () => {
   assert.equal(await c.waitFor(() => false, { timeout: 10 }), false);
   const p = new Process({
     target: async (
-      c: LockProxy & { notifyAll(): Promise<void> },
+      c: ConditionProxy,
       state: DictProxy<string, number>,
     ) => {
       await c.acquire();

@@ -37,7 +37,7 @@ function holder(
   go: Event,
 ): Process {
   const p = new Process({
-    target: (lock: Lock, held: Event, go: Event) => {
+    target: (lock: Lock | RLock | Semaphore, held: Event, go: Event) => {
       lock.acquireSync();
       held.set();
       go.waitSync();

@@ -78,14 +78,20 @@ export function argList(
  * assert.equal(await p.join(), -15);
  * ```
  */
-export interface ProcessOptions<M = Record<string, never>> {
+export interface ProcessOptions<
+  M = Record<string, never>,
+  F extends TaskFunction = TaskFunction,
+> {
   /**
    * What to run: a self-contained function, or the name of an export of
    * `module`.
    */
-  target: TaskFunction | TaskName<M>;
-  /** The arguments (structured-clone values or this package's shared objects). */
-  args?: readonly unknown[];
+  target: F | TaskName<M>;
+  /**
+   * The arguments (structured-clone values or this package's shared
+   * objects), checked against the target function's parameters.
+   */
+  args?: Readonly<Parameters<F>>;
   /** The module whose export `target` names (an absolute URL). */
   module?: string | URL;
   /** The process's name; defaults to `Process-N`. */
@@ -157,9 +163,9 @@ export function currentProcess(): ProcessInfo {
   return { name: currentThreadName(), ident: currentThreadId() };
 }
 
-let children: Set<Process<unknown>> | undefined;
+let children: Set<Process<unknown, TaskFunction>> | undefined;
 
-function liveChildren(): Set<Process<unknown>> {
+function liveChildren(): Set<Process<unknown, TaskFunction>> {
   return children ??= perThread("children", () => new Set());
 }
 
@@ -181,7 +187,7 @@ function liveChildren(): Set<Process<unknown>> {
  *
  * @returns The live processes, in start order.
  */
-export function activeChildren(): Process<unknown>[] {
+export function activeChildren(): Process<unknown, TaskFunction>[] {
   return [...liveChildren()];
 }
 
@@ -216,7 +222,10 @@ let processCounter = 0;
  *
  * @typeParam M The type of the `module` option.
  */
-export class Process<M = Record<string, never>> {
+export class Process<
+  M = Record<string, never>,
+  F extends TaskFunction = TaskFunction,
+> {
   readonly #name: string;
   readonly #target: TaskDef;
   readonly #module: string | undefined;
@@ -235,7 +244,7 @@ export class Process<M = Record<string, never>> {
    * @param options The target, its arguments, the module and the name.
    * @throws {TypeError} If the target is neither a function nor a name.
    */
-  constructor(options: ProcessOptions<M>) {
+  constructor(options: ProcessOptions<M, F>) {
     if (typeof options !== "object" || options === null) {
       throw new TypeError(
         `Cannot create Process: options must be an object, received ${
@@ -317,7 +326,7 @@ export class Process<M = Record<string, never>> {
       ...(this.#memoryLimitMb ? { memoryLimitMb: this.#memoryLimitMb } : {}),
     });
     this.#worker = worker;
-    liveChildren().add(this as Process<unknown>);
+    liveChildren().add(this as Process<unknown, TaskFunction>);
     debug(`${this.#name}: started${this.#daemon ? " (daemon)" : ""}`);
     const msg: ProcessMsg = {
       t: "process",
@@ -346,7 +355,7 @@ export class Process<M = Record<string, never>> {
       : death.kind === "error"
       ? 1
       : death.code;
-    liveChildren().delete(this as Process<unknown>);
+    liveChildren().delete(this as Process<unknown, TaskFunction>);
     debug(
       `${this.#name}: ${
         death.kind === "terminated"
