@@ -12,6 +12,9 @@
  *   awaits `recvBytes` (`pipeBytes` can also time a worker receiving with
  *   `recvBytesSync`; it is slower here). Python: child `send_bytes`, parent
  *   `recv_bytes`.
+ * - 64 MiB one-way: the same with 64 MiB messages, each larger than the
+ *   pipe's 256 KiB ring and so streamed through it in pieces; MB/s.
+ *   Python: child `send_bytes`, parent `recv_bytes` of 64 MiB.
  * - Queue P/C: P producer workers put `N / P` items each, C consumer workers
  *   `getSync` until a sentinel; timed until every consumer is done.
  *
@@ -227,6 +230,14 @@ export const section: CompareSection = {
       bytesRuns.push(await pipeBytes(100_000, 1024, "main"));
     }
     const bytes = bytesRuns.sort((a, b) => a - b)[1]!;
+    // 64 MiB messages, streamed: the median of 3 after a warm-up run.
+    const large = 64 * 1024 * 1024;
+    await pipeBytes(4, large, "main");
+    const largeRuns: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      largeRuns.push(await pipeBytes(4, large, "main") * large / 1e6);
+    }
+    const largeMBs = largeRuns.sort((a, b) => a - b)[1]!;
     const q = [
       await queueThroughput(200_000, 1, 1, "int"),
       await queueThroughput(200_000, 2, 2, "int"),
@@ -251,6 +262,15 @@ export const section: CompareSection = {
         python: py?.pipe_bytes_per_s ?? null,
         higherIsBetter: true,
         target: "≥ 3× Python",
+      },
+      {
+        workload:
+          "Pipe one-way 64 MiB sendBytes (worker → main thread, streamed through the default 256 KiB ring; Python child → parent)",
+        unit: "MB/s",
+        ours: largeMBs,
+        python: py?.pipe_large_mb_per_s ?? null,
+        higherIsBetter: true,
+        target: "≥ 1× Python",
       },
       {
         workload: "Queue 200 000 small ints, 1 producer / 1 consumer",

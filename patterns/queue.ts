@@ -34,7 +34,9 @@
  * assert.deepEqual(got, [1, 8, 27]);
  * ```
  *
- * Every item is delivered exactly once, in order per producer. Numbers,
+ * Every item is delivered exactly once, in order per producer. Items of any
+ * size work: one larger than the ring (`capacityBytes`) is streamed through
+ * it in pieces, and one consumer takes it whole. Numbers,
  * strings and plain JSON-shaped data skip structured-clone serialization;
  * anything else structured clone carries works too. Unlike Python's,
  * `close()` closes the queue for every holder: later puts fail with
@@ -102,8 +104,10 @@ export interface QueueOptions {
   maxsize?: number;
   /**
    * The bytes of shared memory that hold the items (each item takes a few
-   * bytes more than its encoding). `put` waits while they are used up; an
-   * item larger than this is refused with `RangeError`.
+   * bytes more than its encoding). `put` waits while they are used up. It
+   * bounds the ring's memory, not an item: a larger item is streamed
+   * through the ring in pieces by `put` and `putSync` (one consumer takes
+   * it whole); `putNowait` refuses it with `RangeError`.
    *
    * @default {1048576}
    */
@@ -122,13 +126,16 @@ export interface QueueOptions {
  * const q = new SimpleQueue<string>(options);
  * await q.put("fits");
  * assert.equal(await q.get(), "fits");
- * await assert.rejects(q.put("x".repeat(4096)), RangeError);
+ * // Larger than the ring: streamed through it while a get takes it.
+ * const [, big] = await Promise.all([q.put("x".repeat(4096)), q.get()]);
+ * assert.equal(big, "x".repeat(4096));
  * q.close();
  * ```
  */
 export interface SimpleQueueOptions {
   /**
-   * The bytes of shared memory that hold the items.
+   * The bytes of shared memory that hold the items (larger items are
+   * streamed through them, as for {@linkcode QueueOptions.capacityBytes}).
    *
    * @default {1048576}
    */
@@ -345,11 +352,13 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
    * q.close();
    * ```
    *
-   * @param item Anything structured clone can carry.
-   * @param options `timeout` (ms; `0` only tries) and `signal`.
+   * @param item Anything structured clone can carry, of any size (one
+   *   larger than `capacityBytes` is streamed through the ring).
+   * @param options `timeout` (ms; `0` only tries) and `signal`; a put that
+   *   times out or aborts while streaming leaves nothing in the queue.
    * @throws {TypeError} If the item cannot be cloned (the queue is
    *   unchanged).
-   * @throws {RangeError} If the item is larger than `capacityBytes`.
+   * @throws {RangeError} If the item encodes to more than 2^31 − 1 bytes.
    * @throws {FullError} If the timeout passes while the queue is full.
    * @throws {ClosedError} If the queue is closed.
    */
@@ -372,11 +381,11 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
    * q.close();
    * ```
    *
-   * @param item Anything structured clone can carry.
+   * @param item Anything structured clone can carry, of any size.
    * @param options `timeout` (ms; `0` only tries); an already aborted
    *   `signal` throws its reason.
    * @throws {TypeError} If the item cannot be cloned.
-   * @throws {RangeError} If the item is larger than `capacityBytes`.
+   * @throws {RangeError} If the item encodes to more than 2^31 − 1 bytes.
    * @throws {FullError} If the timeout passes while the queue is full.
    * @throws {ClosedError} If the queue is closed.
    */
@@ -404,13 +413,21 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
    *
    * @param item Anything structured clone can carry.
    * @throws {TypeError} If the item cannot be cloned.
-   * @throws {RangeError} If the item is larger than `capacityBytes`.
+   * @throws {RangeError} If the item is larger than `capacityBytes` (it
+   *   can only be streamed, which waits: use `put` or `putSync`).
    * @throws {FullError} If the queue is full.
    * @throws {ClosedError} If the queue is closed.
    */
   putNowait(item: T): void {
-    this.#ring.checkFits(encodeRecord(item, "putNowait"), "putNowait");
-    const r = this.#ring.tryPut(false);
+    const ring = this.#ring;
+    const size = encodeRecord(item, "putNowait");
+    ring.checkFits(size, "putNowait");
+    if (ring.needsStream()) {
+      throw new RangeError(
+        `Cannot putNowait: the item needs ${size} bytes, more than the queue's ${ring.capacity} (capacityBytes) hold at once; put() and putSync() stream it`,
+      );
+    }
+    const r = ring.tryPut(false);
     if (r !== OK) throw putError(r, "putNowait", 0);
   }
 
@@ -748,10 +765,10 @@ export class SimpleQueue<T = unknown> implements Shareable {
    * q.close();
    * ```
    *
-   * @param item Anything structured clone can carry.
+   * @param item Anything structured clone can carry, of any size.
    * @param options `timeout` (ms) and `signal`.
    * @throws {TypeError} If the item cannot be cloned.
-   * @throws {RangeError} If the item is larger than `capacityBytes`.
+   * @throws {RangeError} If the item encodes to more than 2^31 − 1 bytes.
    * @throws {FullError} If the timeout passes while there is no room.
    * @throws {ClosedError} If the queue is closed.
    */

@@ -171,14 +171,22 @@ mpTest(
 );
 
 mpTest(
-  "send of a value larger than the pipe's capacity throws RangeError",
+  "send of a value larger than the pipe's capacity streams it through whole",
   async () => {
     const [a, b] = Pipe(true, { capacityBytes: 1024 });
-    assert.throws(() => a.send("x".repeat(2000)), RangeError);
-    assert.throws(() => a.sendBytes(new Uint8Array(1021)), RangeError);
+    a.send("x".repeat(2000));
+    a.sendBytes(new Uint8Array(1021).fill(5));
     a.sendBytes(new Uint8Array(1020));
+    a.send(1);
+    assert.equal(await b.recv(), "x".repeat(2000));
+    assert.deepEqual(await b.recvBytes(), new Uint8Array(1021).fill(5));
     assert.equal((await b.recvBytes()).length, 1020);
+    assert.equal(await b.recv(), 1);
     assert.equal(await b.poll(), false);
+    // A streamed value is not taken by recvBytes either.
+    a.send({ big: "y".repeat(5000) });
+    await assert.rejects(b.recvBytes(), TypeError);
+    assert.deepEqual(await b.recv(), { big: "y".repeat(5000) });
     assert.throws(() => Pipe(true, { capacityBytes: 10 }), RangeError);
     closeAll(a, b);
   },

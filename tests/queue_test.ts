@@ -157,14 +157,26 @@ mpTest(
 );
 
 mpTest(
-  "Queue refuses an item larger than its capacity with RangeError",
+  "Queue streams an item larger than its capacity; putNowait refuses it",
   async () => {
     const q = new Queue<unknown>({ capacityBytes: 1024 });
     q.putNowait(1);
     assert.throws(() => q.putNowait("x".repeat(2000)), RangeError);
-    await assert.rejects(q.put(new Uint8Array(4096)), /at most 1024 bytes/);
-    assert.equal(q.qsize(), 1);
-    assert.equal(q.getNowait(), 1);
+    assert.throws(() => q.putNowait("x".repeat(2000)), /put\(\) and putSync/);
+    const [, , big] = await Promise.all([
+      q.put(new Uint8Array(4096).fill(9)),
+      q.getNowait(),
+      q.get(),
+    ]);
+    assert.deepEqual(big, new Uint8Array(4096).fill(9));
+    assert.equal(q.qsize(), 0);
+    // An item that never finds room times out whole.
+    const full = new Queue<unknown>({ maxsize: 1, capacityBytes: 1024 });
+    full.putNowait(1);
+    await assert.rejects(full.put("z".repeat(5000), { timeout: 5 }), FullError);
+    assert.equal(full.getNowait(), 1);
+    assert.throws(() => full.getNowait(), EmptyError);
+    full.close();
     q.close();
   },
 );
@@ -299,7 +311,8 @@ mpTest("JoinableQueue counts no task for a put that fails", async () => {
   c.abort(reason);
   await assert.rejects(waiting, reason);
   assert.throws(() => q.putNowait(() => 1), TypeError);
-  await assert.rejects(q.put("x".repeat(100)), RangeError);
+  // An item larger than the ring streams; timed out, it counts no task.
+  await assert.rejects(q.put("x".repeat(100), { timeout: 1 }), FullError);
   q.getNowait();
   q.taskDone();
   assert.equal(await q.join({ timeout: 0 }), true);

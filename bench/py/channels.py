@@ -118,11 +118,15 @@ def steady(fn):
     return sorted(fn() for _ in range(3))[1]
 
 
+LARGE = 64 * 1024 * 1024
+
+
 if __name__ == "__main__":
     mp.set_start_method("fork")
     out = {
         "pipe_rtt_us": pipe_rtt(100_000),
         "pipe_bytes_per_s": steady(lambda: pipe_bytes(100_000)),
+        "pipe_large_mb_per_s": steady(lambda: pipe_bytes(4, LARGE)) * LARGE / 1e6,
         "queue_int_1_1": queue_throughput(200_000, 1, 1, "int"),
         "queue_int_2_2": queue_throughput(200_000, 2, 2, "int"),
         "queue_str_1_1": queue_throughput(200_000, 1, 1, "str"),

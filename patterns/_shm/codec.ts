@@ -16,6 +16,11 @@
  * refuses is a `TypeError` before the ring is touched, so nothing is ever
  * half-written.
  *
+ * **Streams.** A record larger than a ring is carried by the ring as a
+ * stream of tag-0 records ({@linkcode TAG_STREAM}): the ring takes the
+ * encoded payload ({@linkcode takePending}) and the reader decodes the
+ * reassembled bytes with {@linkcode decodeMessage}.
+ *
  * **The pending record.** A put encodes its value here
  * ({@linkcode encodeRecord}, {@linkcode encodeBytesRecord}), then the ring
  * writes it ({@linkcode writePending}) with no `await` between, so each
@@ -39,6 +44,16 @@ const TAG_UTF16 = 7;
 
 /** The largest payload a record can describe (2^28 − 1 bytes). */
 export const MAX_PAYLOAD = (1 << 28) - 1;
+/**
+ * The largest message or item a channel carries (2^31 − 1 bytes encoded):
+ * larger ones stream in pieces up to this.
+ */
+export const MAX_MESSAGE = 0x7fffffff;
+/**
+ * Tag 0: a piece of a message streamed in pieces (the ring's stream
+ * records, see `ring.ts`); never a value of its own.
+ */
+export const TAG_STREAM = 0;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -239,8 +254,44 @@ export function savePending(): EncodedRecord {
     num: encNum,
     bytes: encTag === TAG_INT || encTag === TAG_FLOAT
       ? NO_BYTES
-      : encBytes.slice(0, encLen),
+      : ownedBytes(true),
   };
+}
+
+/**
+ * The pending payload as bytes of exactly its length. With `copy`, bytes
+ * that someone else may change (the caller's `sendBytes` buffer, this
+ * thread's scratch) are copied; bytes a put encoded afresh never are.
+ */
+function ownedBytes(copy: boolean): Uint8Array {
+  if (copy && (encTag === TAG_BYTES || encBytes === scratchOut)) {
+    return encBytes.slice(0, encLen);
+  }
+  return encBytes.length === encLen ? encBytes : encBytes.subarray(0, encLen);
+}
+
+/**
+ * Takes the pending record's tag and payload, for a ring that streams it
+ * in pieces (a record larger than the ring; never a number).
+ *
+ * @param copy Copy bytes that may change before the stream ends (a put
+ *   that waits without blocking the thread); a blocking put passes `false`.
+ * @returns The tag and the payload bytes.
+ */
+export function takePending(copy: boolean): { tag: number; bytes: Uint8Array } {
+  return { tag: encTag, bytes: ownedBytes(copy) };
+}
+
+/**
+ * Decodes a message reassembled from a stream.
+ *
+ * @param tag The message's own tag (from the stream's first record).
+ * @param bytes Its whole payload.
+ * @returns The value (the bytes themselves for a byte message).
+ */
+export function decodeMessage(tag: number, bytes: Uint8Array): unknown {
+  if (tag === TAG_BYTES) return bytes;
+  return decodePayload(tag, bytes, bytes.length);
 }
 
 /**
@@ -389,14 +440,17 @@ export function readPayload(
  *
  * @param header The record's header word.
  * @param raw What `readPayload` returned.
+ * @param length The payload length, when the header cannot hold it (a
+ *   reassembled stream).
  * @returns The value.
  */
 export function decodePayload(
   header: number,
   raw: number | Uint8Array,
+  length?: number,
 ): unknown {
   if (typeof raw === "number") return raw;
-  const len = header >>> 3;
+  const len = length ?? header >>> 3;
   switch (header & 7) {
     case TAG_STR:
       return decoder.decode(raw.subarray(0, len));

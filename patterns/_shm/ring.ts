@@ -17,6 +17,22 @@
  * committed is simply not there. A consumer killed while waiting holds no lock
  * and has taken nothing, so it loses nothing.
  *
+ * **Streams.** A record larger than the ring (or than a record can say)
+ * travels as a stream of tag-0 records: a *start* record (the stream's id,
+ * the message's own tag, its length and the writer's thread id), then
+ * *chunks* of at most a quarter of the ring (id, offset, bytes). A writer
+ * holds the ring's stream claim (an owner word) for the whole stream, so
+ * two streams never interleave; small records of other writers may sit
+ * between the chunks, whole. The reader that takes the start record holds
+ * the read claim (`R_CLAIM`, its thread id) and reassembles the chunks in
+ * this thread's record of the stream; other readers leave the chunks alone
+ * and take only whole records. A reader never sees a part: the message is
+ * decoded once its last byte is in. A stream the writer abandoned (timeout,
+ * abort: it sets `ABORT_ID`), a writer that died with nothing more in the
+ * ring, a reader that died holding the claim, a closed writing side: the
+ * partial message is dropped whole, and chunks no reader claims are
+ * discarded by whoever meets them.
+ *
  * **Waking.** Consumers that sleep count themselves in `WAIT_GET` and sleep on
  * `PUT_SEQ`; producers on `GET_SEQ` with `WAIT_PUT`. A put only bumps and
  * notifies `PUT_SEQ` when someone sleeps (and vice versa), and every sleeper
@@ -39,22 +55,31 @@
  * @module
  */
 
-import { currentThreadId } from "../_core/runtime.ts";
+import { currentThreadId, isThreadAlive, perThread } from "../_core/runtime.ts";
 import { describeValue } from "../_core/errors.ts";
 import { SpinPolicy, waitAsync, waitSync } from "../_core/wait.ts";
 import type { WaitOptions } from "../_core/deadline.ts";
 import {
+  decodeMessage,
   decodePayload,
   encodeRecord,
   isBytesRecord,
+  MAX_MESSAGE,
   MAX_PAYLOAD,
   pendingLength,
   pendingSize,
   readPayload,
   storedSize,
+  TAG_STREAM,
+  takePending,
   writePending,
 } from "./codec.ts";
-import { OwnerWord, RING_LOCK } from "../_core/owner_word.ts";
+import {
+  OwnerWord,
+  type OwnerWordPolicy,
+  RING_LOCK,
+  TIMED_OUT,
+} from "../_core/owner_word.ts";
 
 // -- Control words (Int32 indices) ---------------------------------------
 
@@ -78,6 +103,18 @@ const WAIT_PUT = 19;
  */
 const UNFINISHED = 24;
 const WAIT_JOIN = 25;
+/** Streams: the thread that reassembles the current stream (0: none). */
+const R_CLAIM = 20;
+/** Streams: the id of the stream `R_CLAIM` reassembles. */
+const CUR_ID = 21;
+/** Streams: the last stream id given out. */
+const STREAM_SEQ = 22;
+/** Streams: the id of the last stream its writer abandoned. */
+const ABORT_ID = 23;
+/** Streams: the writers' claim, an owner word (26–27). */
+const W_CLAIM = 26;
+/** Two random words naming this ring in a thread's stream records. */
+const UID = 28;
 /** Bytes of control words before the data. */
 const HEADER_BYTES = 128;
 
@@ -122,6 +159,53 @@ export type RecordKind = "any" | "value" | "bytes";
  */
 const RING_SPIN = 4000;
 
+/**
+ * The writers' stream claim: held for a whole stream (many waits for
+ * room), so its waiters sleep in 10 ms slices, watch for a stop request,
+ * and take a dead writer's claim over at once (the reader drops what that
+ * writer left half-sent, see the module doc).
+ */
+const STREAM_CLAIM: OwnerWordPolicy = Object.freeze({
+  spin: 1000,
+  sliceMs: 10,
+  graceMs: 0,
+  stopCheck: true,
+});
+
+/** Payload bytes of a stream's start record: id, -tag, length, writer. */
+const START_PAYLOAD = 16;
+/** Payload bytes of a chunk before its data: id, offset. */
+const CHUNK_PREFIX = 8;
+
+/** A stream being written (see {@linkcode RecordRing.beginStream}). */
+export interface StreamWrite {
+  /** The message's own tag. */
+  readonly tag: number;
+  /** Its encoded payload. */
+  readonly bytes: Uint8Array;
+  /** The stream's id (0 until its start record is in). */
+  id: number;
+  /** Bytes written so far (-1 until the start record is in). */
+  off: number;
+}
+
+/** What a thread keeps of a stream it reassembles. */
+interface Assembly {
+  id: number;
+  tag: number;
+  writer: number;
+  got: number;
+  buf: Uint8Array;
+}
+
+/** This thread's streams in reassembly, by ring. */
+function assemblies(): Map<string, Assembly> {
+  return perThread("ring-streams", () => new Map<string, Assembly>());
+}
+
+/** The internal result of one step of a stream read: look again. */
+const AGAIN: unique symbol = Symbol("again");
+
 function bump(c: Int32Array, index: number): void {
   Atomics.add(c, index, 1);
   Atomics.notify(c, index);
@@ -156,6 +240,12 @@ export class RecordRing {
   readonly #d32: Int32Array;
   /** The wake sequence read under the lock by the last failed try. */
   #seq = 0;
+  /** The writers' stream claim (words 26–27). */
+  readonly #claim: OwnerWord;
+  /** The data bytes of one chunk. */
+  readonly #chunk: number;
+  /** This ring's key in the thread's stream records. */
+  readonly #key: string;
 
   /**
    * Allocates the memory of a ring.
@@ -169,6 +259,8 @@ export class RecordRing {
     const c = new Int32Array(buffer, 0, HEADER_BYTES / 4);
     c[CAP] = capacity;
     c[MAXSIZE] = maxsize > 0 ? maxsize : 0;
+    c[UID] = (Math.random() * 0x7fffffff) | 0;
+    c[UID + 1] = (Math.random() * 0x7fffffff) | 0;
     return buffer;
   }
 
@@ -189,6 +281,9 @@ export class RecordRing {
     this.maxsize = this.#c[MAXSIZE]!;
     this.#data = new Uint8Array(buffer, HEADER_BYTES, this.capacity);
     this.#d32 = new Int32Array(buffer, HEADER_BYTES, this.capacity / 4);
+    this.#claim = new OwnerWord(this.#c, W_CLAIM, STREAM_CLAIM);
+    this.#chunk = Math.max(4, ((this.capacity >> 2) - 4 - CHUNK_PREFIX) & ~3);
+    this.#key = `${this.#c[UID]}.${this.#c[UID + 1]}`;
   }
   /**
    * Takes the ring's lock. A dead holder's lock is taken over silently
@@ -234,7 +329,12 @@ export class RecordRing {
     const used = c[USED]!;
     const count = c[COUNT]!;
     const cap = this.capacity;
-    if (used + size > cap || (this.maxsize > 0 && count >= this.maxsize)) {
+    // A record larger than the ring, or than a header can say, never fits:
+    // it must be streamed (see `needsStream`).
+    if (
+      used + size > cap || (this.maxsize > 0 && count >= this.maxsize) ||
+      (size > MAX_PAYLOAD - 64 && pendingLength() > MAX_PAYLOAD)
+    ) {
       if (register) {
         this.#seq = Atomics.load(c, GET_SEQ);
         Atomics.add(c, WAIT_PUT, 1);
@@ -275,18 +375,29 @@ export class RecordRing {
   }
 
   /**
-   * Throws when the pending record can never fit the ring.
+   * Throws when the pending record is larger than any message may be
+   * (2^31 − 1 bytes encoded); a record larger than the ring is streamed.
    *
-   * @param size The record's size from {@linkcode encodeRecord}.
+   * @param _size The record's size from {@linkcode encodeRecord}.
    * @param what The call, for the message.
    * @throws {RangeError} If it is too big.
    */
-  checkFits(size: number, what: string): void {
-    if (size > this.capacity || pendingLength() > MAX_PAYLOAD) {
+  checkFits(_size: number, what: string): void {
+    if (pendingLength() > MAX_MESSAGE) {
       throw new RangeError(
-        `Cannot ${what}: the item needs ${size} bytes but the channel holds at most ${this.capacity} bytes (raise capacityBytes)`,
+        `Cannot ${what}: the item encodes to ${pendingLength()} bytes, more than the ${MAX_MESSAGE} a channel carries`,
       );
     }
+  }
+
+  /**
+   * Whether the pending record is too large for one record of this ring,
+   * so that a put streams it in pieces.
+   *
+   * @returns `true` when it must be streamed.
+   */
+  needsStream(): boolean {
+    return pendingSize() > this.capacity || pendingLength() > MAX_PAYLOAD;
   }
 
   /**
@@ -303,6 +414,7 @@ export class RecordRing {
     this.#take();
     const count = c[COUNT]!;
     if (count === 0) {
+      if (c[R_CLAIM] !== 0) this.#emptyInStream();
       const closed = (c[FLAGS]! & W_CLOSED) !== 0;
       if (!closed && register) {
         this.#seq = Atomics.load(c, PUT_SEQ);
@@ -314,6 +426,7 @@ export class RecordRing {
     const cap = this.capacity;
     const head = c[HEAD]!;
     const hdr = this.#d32[head >> 2]!;
+    if ((hdr & 7) === TAG_STREAM) return this.#getStream(register, kind);
     if (kind !== "any" && isBytesRecord(hdr) !== (kind === "bytes")) {
       this.#lock.unlock();
       return MISMATCH;
@@ -337,6 +450,349 @@ export class RecordRing {
     this.#lock.unlock();
     if (wake) bump(c, GET_SEQ);
     return decodePayload(hdr, raw);
+  }
+
+  // -- Streams --
+
+  /**
+   * Whether a reader reassembles a stream now (a get's wait then sleeps in
+   * short slices, to notice a dead writer or reader).
+   */
+  get streaming(): boolean {
+    return Atomics.load(this.#c, R_CLAIM) !== 0;
+  }
+
+  /** The word at payload offset `k` (a multiple of 4) of the record at `at`. */
+  #word(at: number, k: number): number {
+    let p = at + 4 + k;
+    if (p >= this.capacity) p -= this.capacity;
+    return this.#d32[p >> 2]!;
+  }
+
+  #setWord(at: number, k: number, v: number): void {
+    let p = at + 4 + k;
+    if (p >= this.capacity) p -= this.capacity;
+    this.#d32[p >> 2] = v;
+  }
+
+  /**
+   * Removes the record at the head (lock held): the commit of a get.
+   *
+   * @returns Whether sleeping producers should be woken.
+   */
+  #drop(size: number, count: number): boolean {
+    const c = this.#c;
+    const cap = this.capacity;
+    let next = c[HEAD]! + size;
+    if (next >= cap) next -= cap;
+    const used = c[USED]! - size;
+    c[HEAD] = next;
+    c[USED] = used;
+    c[COUNT] = count - 1;
+    const max = this.maxsize;
+    return c[WAIT_PUT] !== 0 &&
+      (count === 1 ||
+        (used <= cap >> 1 && (max === 0 || count - 1 <= max >> 1)));
+  }
+
+  /** Ends this thread's reassembly on this ring (lock held). */
+  #forget(): void {
+    const c = this.#c;
+    if (c[R_CLAIM] === currentThreadId()) {
+      c[R_CLAIM] = 0;
+      c[CUR_ID] = 0;
+    }
+    assemblies().delete(this.#key);
+  }
+
+  /**
+   * A get found the ring empty while a reader holds the read claim (lock
+   * held): drops this thread's partial message if its stream can no longer
+   * end (abandoned, its writer dead, the writing side closed), frees a dead
+   * reader's claim.
+   */
+  #emptyInStream(): void {
+    const c = this.#c;
+    const claimer = c[R_CLAIM]!;
+    if (claimer === currentThreadId()) {
+      const a = assemblies().get(this.#key);
+      if (
+        !a || a.id !== c[CUR_ID] || c[ABORT_ID] === a.id ||
+        (c[FLAGS]! & W_CLOSED) !== 0 || !isThreadAlive(a.writer)
+      ) {
+        this.#forget();
+      }
+    } else if (!isThreadAlive(claimer)) {
+      c[R_CLAIM] = 0;
+      c[CUR_ID] = 0;
+    }
+  }
+
+  /**
+   * A get found a stream record at the head (lock held; released here).
+   * Takes a start record (and the read claim), adds a chunk to this
+   * thread's message, discards chunks no reader can use, and leaves chunks
+   * another live reader reassembles.
+   */
+  #getStream(register: boolean, kind: RecordKind): unknown {
+    for (;;) {
+      const r = this.#streamStep(register, kind);
+      if (r !== AGAIN) return r;
+      this.#take();
+      if (this.#c[COUNT] === 0 || (this.#d32[this.#c[HEAD]! >> 2]! & 7) !== 0) {
+        this.#lock.unlock();
+        return this.tryGet(register, kind);
+      }
+    }
+  }
+
+  /** One record of `#getStream` (lock held; released here). */
+  #streamStep(register: boolean, kind: RecordKind): unknown {
+    const c = this.#c;
+    const head = c[HEAD]!;
+    const count = c[COUNT]!;
+    const hdr = this.#d32[head >> 2]!;
+    const size = storedSize(hdr);
+    const id = this.#word(head, 0);
+    const w1 = this.#word(head, 4);
+    const me = currentThreadId();
+    const claimer = c[R_CLAIM]!;
+    if (w1 < 0) {
+      // A start record. A stream already abandoned is discarded at once.
+      const tag = -w1;
+      if (c[ABORT_ID] !== id) {
+        if (kind !== "any" && isBytesRecord(tag) !== (kind === "bytes")) {
+          this.#lock.unlock();
+          return MISMATCH;
+        }
+      }
+      const length = this.#word(head, 8);
+      const writer = this.#word(head, 12);
+      const wake = this.#drop(size, count);
+      const live = c[ABORT_ID] !== id;
+      if (live) {
+        // A start while another reader holds the claim: that reader's
+        // stream is over (streams never interleave), so the claim moves.
+        c[R_CLAIM] = me;
+        c[CUR_ID] = id;
+      }
+      this.#lock.unlock();
+      if (wake) bump(c, GET_SEQ);
+      if (live) {
+        assemblies().set(this.#key, {
+          id,
+          tag,
+          writer,
+          got: 0,
+          buf: new Uint8Array(length),
+        });
+      }
+      return AGAIN;
+    }
+    const a = claimer === me ? assemblies().get(this.#key) : undefined;
+    if (a && a.id === id && c[CUR_ID] === id && a.got === w1) {
+      if (kind !== "any" && isBytesRecord(a.tag) !== (kind === "bytes")) {
+        this.#lock.unlock();
+        return MISMATCH;
+      }
+      const n = Math.min((hdr >>> 3) - CHUNK_PREFIX, a.buf.length - a.got);
+      const cap = this.capacity;
+      let p = head + 4 + CHUNK_PREFIX;
+      if (p >= cap) p -= cap;
+      const first = cap - p;
+      if (n <= first) {
+        a.buf.set(this.#data.subarray(p, p + n), a.got);
+      } else {
+        a.buf.set(this.#data.subarray(p, cap), a.got);
+        a.buf.set(this.#data.subarray(0, n - first), a.got + first);
+      }
+      a.got += n;
+      const wake = this.#drop(size, count);
+      if (a.got < a.buf.length) {
+        this.#lock.unlock();
+        if (wake) bump(c, GET_SEQ);
+        return AGAIN;
+      }
+      // The last byte is in: the message is whole.
+      this.#forget();
+      const readers = count > 1 && c[WAIT_GET] !== 0;
+      this.#lock.unlock();
+      if (wake) bump(c, GET_SEQ);
+      if (readers) bump(c, PUT_SEQ);
+      return decodeMessage(a.tag, a.buf);
+    }
+    if (
+      claimer !== 0 && claimer !== me && c[CUR_ID] === id &&
+      isThreadAlive(claimer)
+    ) {
+      // Another reader reassembles this stream: wait for it.
+      if (register) {
+        this.#seq = Atomics.load(c, PUT_SEQ);
+        Atomics.add(c, WAIT_GET, 1);
+      }
+      this.#lock.unlock();
+      return EMPTY;
+    }
+    // A chunk nobody can use: its stream was dropped, its reader died, or
+    // it is out of order. Discard it (and this thread's part of it).
+    if (claimer !== 0 && c[CUR_ID] === id) {
+      if (claimer === me) this.#forget();
+      else if (!isThreadAlive(claimer)) {
+        c[R_CLAIM] = 0;
+        c[CUR_ID] = 0;
+      }
+    }
+    const wake = this.#drop(size, count);
+    this.#lock.unlock();
+    if (wake) bump(c, GET_SEQ);
+    return AGAIN;
+  }
+
+  /**
+   * Takes the pending record (see {@linkcode encodeRecord}) as a stream to
+   * write with {@linkcode RecordRing.tryPutPiece}.
+   *
+   * @param copy Copy bytes that may change meanwhile (an async put).
+   * @returns The stream.
+   */
+  beginStream(copy: boolean): StreamWrite {
+    const { tag, bytes } = takePending(copy);
+    return { tag, bytes, id: 0, off: -1 };
+  }
+
+  /**
+   * Takes the writers' stream claim, blocking the thread.
+   *
+   * @param timeout Milliseconds.
+   * @returns `false` on timeout.
+   */
+  claimStreamSync(timeout: number): boolean {
+    return this.#claim.lockSync(currentThreadId(), timeout) !== TIMED_OUT;
+  }
+
+  /**
+   * Takes the writers' stream claim without blocking the event loop.
+   *
+   * @param timeout Milliseconds.
+   * @param signal Aborts the wait with its reason.
+   * @returns `false` on timeout.
+   */
+  async claimStream(
+    timeout: number,
+    signal: AbortSignal | undefined,
+  ): Promise<boolean> {
+    const me = currentThreadId();
+    if (this.#claim.tryLock(me)) return true;
+    return await this.#claim.lockAsync(me, timeout, signal) !== TIMED_OUT;
+  }
+
+  /** Frees the writers' stream claim. */
+  releaseStream(): void {
+    this.#claim.unlock();
+  }
+
+  /**
+   * The size in the ring of the stream's next record.
+   *
+   * @param s The stream.
+   * @returns Bytes.
+   */
+  pieceSize(s: StreamWrite): number {
+    if (s.off < 0) return 4 + START_PAYLOAD;
+    const n = Math.min(s.bytes.length - s.off, this.#chunk);
+    return 4 + CHUNK_PREFIX + ((n + 3) & ~3);
+  }
+
+  /**
+   * Tries to append the stream's next record (the caller holds the stream
+   * claim). The start record counts against `maxsize`; chunks only need
+   * bytes. The last chunk counts the item as an unfinished task.
+   *
+   * @param register When it is full, count the caller as a sleeping
+   *   producer (as {@linkcode RecordRing.tryPut}).
+   * @param s The stream; advanced on `OK`.
+   * @returns `OK`, `FULL`, `CLOSED` or `BROKEN`.
+   */
+  tryPutPiece(register: boolean, s: StreamWrite): PutResult {
+    const c = this.#c;
+    this.#take();
+    const flags = c[FLAGS]!;
+    if (flags !== 0) {
+      this.#lock.unlock();
+      return (flags & W_CLOSED) !== 0 ? CLOSED : BROKEN;
+    }
+    const start = s.off < 0;
+    const size = this.pieceSize(s);
+    const used = c[USED]!;
+    const count = c[COUNT]!;
+    const cap = this.capacity;
+    if (
+      used + size > cap ||
+      (start && this.maxsize > 0 && count >= this.maxsize)
+    ) {
+      if (register) {
+        this.#seq = Atomics.load(c, GET_SEQ);
+        Atomics.add(c, WAIT_PUT, 1);
+      }
+      this.#lock.unlock();
+      return FULL;
+    }
+    const tail = c[TAIL]!;
+    let last = false;
+    let n = 0;
+    if (start) {
+      const id = (c[STREAM_SEQ]! % 0x7ffffffe) + 1;
+      c[STREAM_SEQ] = id;
+      s.id = id;
+      this.#d32[tail >> 2] = START_PAYLOAD * 8 + TAG_STREAM;
+      this.#setWord(tail, 0, id);
+      this.#setWord(tail, 4, -s.tag);
+      this.#setWord(tail, 8, s.bytes.length);
+      this.#setWord(tail, 12, currentThreadId());
+    } else {
+      n = Math.min(s.bytes.length - s.off, this.#chunk);
+      last = s.off + n === s.bytes.length;
+      this.#d32[tail >> 2] = (CHUNK_PREFIX + n) * 8 + TAG_STREAM;
+      this.#setWord(tail, 0, s.id);
+      this.#setWord(tail, 4, s.off);
+      let p = tail + 4 + CHUNK_PREFIX;
+      if (p >= cap) p -= cap;
+      const first = cap - p;
+      const src = s.bytes.subarray(s.off, s.off + n);
+      if (n <= first) {
+        this.#data.set(src, p);
+      } else {
+        this.#data.set(src.subarray(0, first), p);
+        this.#data.set(src.subarray(first), 0);
+      }
+    }
+    let next = tail + size;
+    if (next >= cap) next -= cap;
+    c[TAIL] = next;
+    c[USED] = used + size;
+    c[COUNT] = count + 1;
+    if (last && this.#tasks) Atomics.add(c, UNFINISHED, 1);
+    const wake = c[WAIT_GET] !== 0;
+    this.#lock.unlock();
+    if (wake) bump(c, PUT_SEQ);
+    s.off = start ? 0 : s.off + n;
+    return OK;
+  }
+
+  /**
+   * Abandons a stream its writer will not finish (timeout, abort, error):
+   * the reader drops what it has of it, and its remaining chunks are
+   * discarded. Does nothing before its start record or after its end.
+   *
+   * @param s The stream.
+   */
+  abortStream(s: StreamWrite): void {
+    if (s.id === 0 || s.off === s.bytes.length) return;
+    const c = this.#c;
+    this.#take();
+    c[ABORT_ID] = s.id;
+    this.#lock.unlock();
+    bump(c, PUT_SEQ);
   }
 
   /**

@@ -1,20 +1,34 @@
 /**
  * The waiting loops shared by `pipe.ts` and `queue.ts`: try once, then spin
  * on the ring without its lock, register as a sleeper and sleep until woken,
- * the timeout passes or (for the async loops) the signal aborts.
+ * the timeout passes or (for the async loops) the signal aborts. A record
+ * larger than the ring is streamed in pieces (`putStreamSync`,
+ * `putStreamAsync`): the stream claim, then each piece as room appears,
+ * under one deadline; a stream that cannot finish is abandoned, so the
+ * reader drops it whole.
  *
  * @module
  */
 
 import { throwIfStopRequested } from "../_core/runtime.ts";
+import { deadline } from "../_core/deadline.ts";
 import {
   pendingSize,
   recordSize,
   restorePending,
   savePending,
 } from "./codec.ts";
-import { EMPTY, FULL } from "./ring.ts";
+import { EMPTY, FULL, OK } from "./ring.ts";
 import type { PutResult, RecordKind, RecordRing } from "./ring.ts";
+
+/** Slices of a get's sleep while a stream is in progress, in ms. */
+const STREAM_SLICE_MS = 20;
+
+/** How long a get sleeps: to its deadline, in short slices mid-stream. */
+function sleepFor(ring: RecordRing, end: number): number {
+  const left = Math.max(0, end - performance.now());
+  return ring.streaming ? Math.min(left, STREAM_SLICE_MS) : left;
+}
 
 /**
  * Gets a record, waiting (without blocking) up to `timeout` ms.
@@ -42,7 +56,7 @@ export async function getAsync(
     ring.spinReadable();
     const v = ring.tryGet(true, kind);
     if (v !== EMPTY) return v;
-    await ring.waitGet(Math.max(0, end - performance.now()), signal);
+    await ring.waitGet(sleepFor(ring, end), signal);
     check?.();
     if (performance.now() >= end) return ring.tryGet(false, kind);
   }
@@ -70,7 +84,7 @@ export function getSync(
     ring.spinReadable();
     const v = ring.tryGet(true, kind);
     if (v !== EMPTY) return v;
-    ring.waitGetSync(Math.max(0, end - performance.now()));
+    ring.waitGetSync(sleepFor(ring, end));
     throwIfStopRequested();
     check?.();
     if (performance.now() >= end) return ring.tryGet(false, kind);
@@ -93,6 +107,9 @@ export async function putAsync(
   signal: AbortSignal | undefined,
   check?: () => void,
 ): Promise<PutResult> {
+  if (ring.needsStream()) {
+    return putStreamAsync(ring, timeout, signal, check, true);
+  }
   const first = ring.tryPut(false);
   if (first !== FULL || timeout <= 0) return first;
   const saved = savePending();
@@ -124,6 +141,7 @@ export function putSync(
   timeout: number,
   check?: () => void,
 ): PutResult {
+  if (ring.needsStream()) return putStreamSync(ring, timeout, check);
   const first = ring.tryPut(false);
   if (first !== FULL || timeout <= 0) return first;
   const end = performance.now() + timeout;
@@ -138,5 +156,90 @@ export function putSync(
     throwIfStopRequested();
     check?.();
     if (performance.now() >= end) return ring.tryPut(false);
+  }
+}
+
+/**
+ * Streams the pending record, larger than the ring, in pieces, blocking
+ * the thread up to `timeout` ms in all (`0`: `FULL` at once, a stream
+ * cannot be written in one try). A stream that does not finish is
+ * abandoned: the reader drops it whole.
+ *
+ * @param ring The ring.
+ * @param timeout Milliseconds for the whole stream.
+ * @param check Called after each wake; throws to end the wait.
+ * @returns `OK`, `FULL` (timed out), `CLOSED` or `BROKEN`.
+ */
+export function putStreamSync(
+  ring: RecordRing,
+  timeout: number,
+  check?: () => void,
+): PutResult {
+  if (timeout <= 0) return FULL;
+  const end = deadline(timeout);
+  const s = ring.beginStream(false);
+  if (!ring.claimStreamSync(timeout)) return FULL;
+  try {
+    for (;;) {
+      let r = ring.tryPutPiece(false, s);
+      while (r === FULL) {
+        if (performance.now() >= end) return FULL;
+        ring.spinWritable(ring.pieceSize(s));
+        r = ring.tryPutPiece(true, s);
+        if (r !== FULL) break;
+        ring.waitPutSync(Math.max(0, end - performance.now()));
+        throwIfStopRequested();
+        check?.();
+      }
+      if (r !== OK) return r;
+      if (s.off === s.bytes.length) return OK;
+    }
+  } finally {
+    ring.abortStream(s);
+    ring.releaseStream();
+  }
+}
+
+/**
+ * Streams the pending record, larger than the ring, in pieces, waiting
+ * without blocking up to `timeout` ms in all.
+ *
+ * @param ring The ring.
+ * @param timeout Milliseconds for the whole stream.
+ * @param signal Aborts it with its reason (the stream is abandoned).
+ * @param check Called after each wake; throws to end the wait.
+ * @param copy Copy bytes the caller may change meanwhile (see
+ *   `takePending` in `codec.ts`).
+ * @returns `OK`, `FULL` (timed out), `CLOSED` or `BROKEN`.
+ */
+export async function putStreamAsync(
+  ring: RecordRing,
+  timeout: number,
+  signal: AbortSignal | undefined,
+  check: (() => void) | undefined,
+  copy: boolean,
+): Promise<PutResult> {
+  if (signal?.aborted) throw signal.reason;
+  if (timeout <= 0) return FULL;
+  const end = deadline(timeout);
+  const s = ring.beginStream(copy);
+  if (!await ring.claimStream(timeout, signal)) return FULL;
+  try {
+    for (;;) {
+      let r = ring.tryPutPiece(false, s);
+      while (r === FULL) {
+        if (performance.now() >= end) return FULL;
+        ring.spinWritable(ring.pieceSize(s));
+        r = ring.tryPutPiece(true, s);
+        if (r !== FULL) break;
+        await ring.waitPut(Math.max(0, end - performance.now()), signal);
+        check?.();
+      }
+      if (r !== OK) return r;
+      if (s.off === s.bytes.length) return OK;
+    }
+  } finally {
+    ring.abortStream(s);
+    ring.releaseStream();
   }
 }
