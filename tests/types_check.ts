@@ -7,8 +7,8 @@
  * @module
  */
 
-import { Pool, Process } from "../patterns/cube.ts";
-import { Queue } from "../patterns/queue.ts";
+import { type Pool, Process } from "../patterns/cube.ts";
+import type { Queue } from "../patterns/queue.ts";
 import type * as Tasks from "./fixtures/tasks.ts";
 
 export function processArgs(): void {
