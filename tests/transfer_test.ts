@@ -64,3 +64,22 @@ mpTest("a job with a transferred buffer waits for an idle worker", async () => {
     pool.terminate();
   }
 });
+
+mpTest(
+  "a large result (20 MB) and a large argument come back whole",
+  async () => {
+    await using pool = new Pool({ workers: 1 });
+    const r = await pool.apply((n: number) => {
+      const out = new Uint8Array(n);
+      for (let i = 0; i < n; i++) out[i] = i % 251;
+      return out;
+    }, [20_000_000]) as Uint8Array;
+    assert.equal(r.length, 20_000_000);
+    assert.ok(r.every((x, i) => x === i % 251));
+    const sum = await pool.apply(
+      (u: Uint8Array) => u.reduce((a, x) => a + x, 0),
+      [r],
+    );
+    assert.equal(sum, r.reduce((a, x) => a + x, 0));
+  },
+);

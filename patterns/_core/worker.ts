@@ -220,6 +220,11 @@ export class ManagedWorker {
     rt.spawned++;
     rt.live.add(this);
     this.#refd = options.ref ?? true;
+    // Bulky messages from the worker come through the port (see
+    // postBulkToParent). Set before the unref below: listening refs a port.
+    channel.port1.onmessage = (e: MessageEvent) => {
+      if (!this.#dead) this.#options.onMessage(e.data);
+    };
     if (!this.#refd) {
       worker.unref();
       (this.#port as MessagePort & { unref?(): void }).unref?.();
@@ -435,6 +440,23 @@ export function postToParent(
 ): void {
   // deno-lint-ignore no-explicit-any
   parentPort!.postMessage(data, transfer as any);
+}
+
+/**
+ * Posts a bulky message (a big result) from a worker through its port
+ * rather than the node channel, whose `postMessage` walks every element of
+ * a message (seconds for tens of MB). The port does not keep the message's
+ * order with the worker's `exit` event: a result that arrives after its
+ * worker's death is ignored (the job is run again), as one lost in a crash.
+ *
+ * @param data The message.
+ * @param transfer Objects to transfer.
+ */
+export function postBulkToParent(
+  data: unknown,
+  transfer: Transferable[] = [],
+): void {
+  (workerData as { port: MessagePort }).port.postMessage(data, transfer);
 }
 
 /** How often a worker checks whether it ran out of memory, in ms. */

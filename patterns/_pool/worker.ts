@@ -19,7 +19,11 @@ import { compileTask, explainTaskError } from "../_core/task.ts";
 import { currentThreadName, stopRequested } from "../_core/runtime.ts";
 import { decodeShared, encodeShared } from "../_core/share.ts";
 import { type ErrorInfo, errorInfo } from "../_core/errors.ts";
-import { installWorkerRuntime, postToParent } from "../_core/worker.ts";
+import {
+  installWorkerRuntime,
+  postBulkToParent,
+  postToParent,
+} from "../_core/worker.ts";
 import { setImmediate } from "node:timers";
 import { SpinPolicy } from "../_core/wait.ts";
 import { CLOSED, Mailbox, type MailboxWait } from "./mailbox.ts";
@@ -118,7 +122,7 @@ function flush(): void {
   msg.m = ++sentDone;
   try {
     if (transfer.length > 0 || msg.handles || !resultBox?.trySend(msg)) {
-      post(msg, transfer);
+      postBulkToParent(msg, transfer);
     }
     for (const hook of after) hook();
   } catch (e) {
