@@ -22,7 +22,8 @@
  * ```
  *
  * Deno, this module (the ends work the same in the main thread and in
- * workers; passed to a `Process` or `Pool` task, an end moves there):
+ * workers; passed to a `Process` or `Pool` task, an end is shared with it,
+ * as a file descriptor is with a child process):
  *
  * ```ts
  * import { Pipe } from "@dmp/multiprocessing/pipe";
@@ -90,7 +91,6 @@ const PIPE_CAPACITY = 256 * 1024;
 
 const OPEN = 0;
 const CLOSED_HERE = 1;
-const MOVED = 2;
 
 /**
  * Options of {@linkcode Pipe}.
@@ -135,11 +135,12 @@ export interface PipeOptions {
  * const handle = a[kShare]({ transfer: [], afterSend: (fn) => fn() });
  * const init = handle.data as ConnectionInit;
  * assert.ok(init.rx instanceof SharedArrayBuffer);
- * assert.equal(a.closed, true); // `a` moved
- * const moved = new Connection(init);
- * moved.send("on the same memory");
+ * assert.equal(a.closed, false); // shared, not moved
+ * const copy = new Connection(init);
+ * copy.send("on the same memory");
  * assert.equal(await b.recv(), "on the same memory");
- * moved.close();
+ * copy.close();
+ * a.close(); // the last copy: now b sees EOF
  * b.close();
  * ```
  */
@@ -158,16 +159,17 @@ export interface ConnectionInit {
  *   wait in order in this thread and flow as the reader makes room (the
  *   program stays alive until they are delivered, or the reader closes its
  *   end). In a worker, `send` blocks until there is room, as Python's does.
- * - An end **moves** when passed to a `Process` or `Pool` task: the sender's
- *   object is detached (`closed` is `true`, `close()` does nothing, other
- *   calls throw {@linkcode ClosedError}), and the end is closed when that
- *   task or process ends, unless it passed the end on. An end with values
- *   still queued for room cannot be passed (`RangeError`).
- * - Concurrent use: an end lives in one thread at a time (it moves), and all
- *   operations are guarded by a lock in shared memory, so several `recv`
- *   calls pending at once in that thread each get a different message and no
- *   message is ever torn or duplicated (unlike Python's pipe, which two
- *   processes reading one end can corrupt).
+ * - An end is **shared** when passed to a `Process` or `Pool` task, as a
+ *   file descriptor is with a child: the sender's copy stays usable, the
+ *   task's copy closes when the task or process ends, and the other end sees
+ *   `EOFError` only once every copy is closed — Python's behaviour, including
+ *   its idiom of closing the parent's copy after starting the child. An end
+ *   with values still queued for room cannot be passed (`RangeError`).
+ * - Concurrent use: every operation is guarded by a lock in shared memory,
+ *   so several threads (or several `recv` calls pending at once) using one
+ *   end each get a different message, and no message is ever torn or
+ *   duplicated (unlike Python's pipe, which two processes reading one end
+ *   can corrupt).
  * - `recv` after the other end closed and everything was read throws
  *   {@linkcode EOFError}; `send` after it closed throws `ClosedError`;
  *   anything on one's own closed end throws `ClosedError`.
@@ -209,8 +211,7 @@ export class Connection implements Shareable, Disposable {
   }
 
   /**
-   * Whether this end is closed here: by `close()`, or because it was passed
-   * to another thread.
+   * Whether this copy of the end is closed (by `close()`).
    *
    * @example Usage
    * ```ts
@@ -224,7 +225,7 @@ export class Connection implements Shareable, Disposable {
    * b.close();
    * ```
    *
-   * @returns `true` once closed or moved.
+   * @returns `true` once this copy is closed.
    */
   get closed(): boolean {
     return this.#state !== OPEN;
@@ -241,11 +242,7 @@ export class Connection implements Shareable, Disposable {
   }
 
   #gone(what: string): ClosedError {
-    return new ClosedError(
-      this.#state === MOVED
-        ? `Cannot ${what}: this end of the pipe was passed to another thread`
-        : `Cannot ${what}: this end of the pipe is closed`,
-    );
+    return new ClosedError(`Cannot ${what}: this end of the pipe is closed`);
   }
 
   #reader(what: string): RecordRing {
@@ -612,8 +609,8 @@ export class Connection implements Shareable, Disposable {
   /**
    * Closes this end: the other end's `recv` gets {@linkcode EOFError} once it
    * read everything sent, its `send` gets {@linkcode ClosedError}. Values
-   * sent from the main thread that still wait for room keep flowing.
-   * Idempotent; does nothing on an end passed to another thread.
+   * sent from the main thread that still wait for room keep flowing. An end
+   * passed to other threads closes with its last copy. Idempotent.
    *
    * @example Usage
    * ```ts
@@ -630,8 +627,10 @@ export class Connection implements Shareable, Disposable {
   close(): void {
     if (this.#state !== OPEN) return;
     this.#state = CLOSED_HERE;
-    this.#rx?.closeReader();
-    if (this.#tx) {
+    // The end is shared like a file descriptor: its side of the pipe closes
+    // with its last copy (the peer then sees EOFError once drained).
+    if (this.#rx?.dropCopy("r")) this.#rx.closeReader();
+    if (this.#tx?.dropCopy("w")) {
       if (this.#flushing) this.#closeAfterFlush = true;
       else this.#tx.closeWriter();
     }
@@ -658,15 +657,17 @@ export class Connection implements Shareable, Disposable {
   }
 
   /**
-   * Hands this end to another thread (used by `Process` and `Pool`): once
-   * the message is posted, this object is detached.
+   * Shares this end with another thread (used by `Process` and `Pool`), as
+   * a file descriptor is shared with a child: both copies stay usable, and
+   * the peer sees `EOFError` only once every copy of this end is closed (a
+   * task's or process's copy closes when it ends).
    *
-   * @param ctx The sending context.
+   * @param _ctx The sending context.
    * @returns The handle.
-   * @throws {ClosedError} If this end is closed or already passed on.
+   * @throws {ClosedError} If this end is closed.
    * @throws {RangeError} If values sent from here still wait for room.
    */
-  [kShare](ctx: ShareContext): SharedHandle {
+  [kShare](_ctx: ShareContext): SharedHandle {
     if (this.#state !== OPEN) throw this.#gone("pass the connection on");
     if (this.#flushing) {
       throw new RangeError(
@@ -675,9 +676,8 @@ export class Connection implements Shareable, Disposable {
         } value(s) sent from this thread still wait for room in the pipe`,
       );
     }
-    ctx.afterSend(() => {
-      if (this.#state === OPEN) this.#state = MOVED;
-    });
+    this.#tx?.addCopy("w");
+    this.#rx?.addCopy("r");
     const data: ConnectionInit = {
       rx: this.#rx?.buffer ?? null,
       tx: this.#tx?.buffer ?? null,

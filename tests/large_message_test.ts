@@ -203,6 +203,7 @@ mpTest(
       args: [w, out[1]],
     });
     p.start();
+    w.close(); // the process holds its own copy
     assert.equal(await out[0].recv(), "TimeoutError");
     // The pipe holds the start of the dropped message: never delivered.
     assert.equal(await r.recv(), "after");

@@ -6,6 +6,7 @@ import {
   EOFError,
   Pipe,
 } from "../patterns/pipe.ts";
+import { Lock } from "../patterns/sync.ts";
 import { mpTest } from "./_helpers.ts";
 
 Deno.test.sanitizer({ ops: true, resources: true });
@@ -276,7 +277,7 @@ mpTest(
 // -- In workers ----------------------------------------------------------
 
 mpTest(
-  "a Connection passed to a Process moves there and closes when it ends",
+  "a Connection passed to a Process is shared; EOF once every copy closes",
   async () => {
     const [a, b] = Pipe();
     const p = new Process({
@@ -286,9 +287,11 @@ mpTest(
       args: [b],
     });
     p.start();
-    assert.equal(b.closed, true);
-    b.close(); // a no-op on a moved end
-    assert.throws(() => b.send(1), /passed to another thread/);
+    // The parent's copy stays usable, as a file descriptor does; Python's
+    // idiom closes it after starting the child.
+    assert.equal(b.closed, false);
+    b.close();
+    assert.throws(() => b.send(1), ClosedError);
     await assert.rejects(b.recv(), ClosedError);
     assert.throws(() => p.start(), TypeError);
     a.send(21);
@@ -300,7 +303,7 @@ mpTest(
 );
 
 mpTest(
-  "a Connection passed to a Pool task is closed when the task ends",
+  "a Connection passed to a Pool task: the task's copy closes when it ends",
   async () => {
     await using pool = new Pool({ workers: 1 });
     const [a, b] = Pipe();
@@ -309,8 +312,11 @@ mpTest(
       return "done";
     }, [b]);
     assert.equal(sent, "done");
-    assert.equal(b.closed, true);
+    // The task's copy closed when it ended; the caller's stays open.
+    assert.equal(b.closed, false);
     assert.equal(await a.recv(), "from the task");
+    await assert.rejects(a.recv({ timeout: 50 }), { name: "TimeoutError" });
+    b.close();
     await assert.rejects(a.recv({ timeout: 30_000 }), EOFError);
     a.close();
   },
@@ -363,4 +369,121 @@ mpTest("a pipe connects two Processes (the demo)", async () => {
   assert.equal(await sender.join(), 0);
   assert.equal(await receiver.join(), 0);
   results[0].close();
+});
+
+// -- Shared ends (CPython's test_thousand, test_recursion, poll) --
+
+mpTest(
+  "five processes write one end under a lock, 1 000 rounds, in order",
+  async () => {
+    const [r, w] = Pipe(false);
+    const lock = new Lock();
+    const procs = [0, 1, 2, 3, 4].map((id) =>
+      new Process({
+        target: (w: Connection, lock: Lock, id: number) => {
+          for (let i = 0; i < 1000; i++) {
+            lock.acquireSync();
+            try {
+              w.send([id, i]);
+            } finally {
+              lock.release();
+            }
+          }
+        },
+        args: [w, lock, id],
+      })
+    );
+    for (const p of procs) p.start();
+    w.close(); // the parent's copy: EOF comes when the children's close too
+    const next = [0, 0, 0, 0, 0];
+    let n = 0;
+    for (;;) {
+      let m: [number, number];
+      try {
+        m = await r.recv({ timeout: 30_000 }) as [number, number];
+      } catch (e) {
+        if (e instanceof EOFError) break;
+        throw e;
+      }
+      assert.equal(m[1], next[m[0]]!, `writer ${m[0]} out of order`);
+      next[m[0]]!++;
+      n++;
+    }
+    assert.equal(n, 5000);
+    assert.deepEqual(next, [1000, 1000, 1000, 1000, 1000]);
+    for (const p of procs) assert.equal(await p.join(), 0);
+    r.close();
+  },
+);
+
+mpTest(
+  "EOF only after every copy closes: 4 Processes and 8 Pool tasks hold one end",
+  async () => {
+    const [r, w] = Pipe(false);
+    const hold = Pipe(false); // [gate reader, gate writer]: released later
+    const procs = [0, 1, 2, 3].map((id) =>
+      new Process({
+        target: (w: Connection, gate: Connection, id: number) => {
+          gate.recvSync();
+          w.send(`process ${id}`);
+        },
+        args: [w, hold[0], id],
+      })
+    );
+    for (const p of procs) p.start();
+    await using pool = new Pool({ workers: 2 });
+    const tasks = pool.map(
+      (args: [Connection, number]) => {
+        args[0].send(`task ${args[1]}`);
+        return args[1];
+      },
+      [0, 1, 2, 3, 4, 5, 6, 7].map((i) => [w, i] as [Connection, number]),
+      {
+        chunksize: 1,
+      },
+    );
+    const got: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      got.push(await r.recv({ timeout: 30_000 }) as string);
+    }
+    await tasks;
+    // Items are encoded as they are handed out: close the parent's copy once
+    // every task has its own. The tasks' copies closed as they ended; the
+    // processes still hold theirs.
+    w.close();
+    await assert.rejects(r.recv({ timeout: 100 }), { name: "TimeoutError" });
+    for (let i = 0; i < 4; i++) hold[1].send("go");
+    for (let i = 0; i < 4; i++) {
+      got.push(await r.recv({ timeout: 30_000 }) as string);
+    }
+    for (const p of procs) assert.equal(await p.join(), 0);
+    await assert.rejects(r.recv({ timeout: 30_000 }), EOFError);
+    assert.equal(got.length, 12);
+    assert.equal(new Set(got).size, 12);
+    r.close();
+    hold[0].close();
+    hold[1].close();
+  },
+);
+
+mpTest("a child polls an end that the parent then reads", async () => {
+  const [a, b] = Pipe();
+  const p = new Process({
+    target: async (conn: Connection) => {
+      // Waits (polling) until a message is there, and leaves it for the
+      // parent, who shares this end.
+      for (let i = 0; i < 3000; i++) {
+        if (await conn.poll(10)) break;
+      }
+      conn.send("polled");
+    },
+    args: [b],
+  });
+  p.start();
+  a.send("for the parent");
+  assert.equal(await a.recv({ timeout: 30_000 }), "polled");
+  assert.equal(await b.recv({ timeout: 1_000 }), "for the parent");
+  assert.equal(await p.join(), 0);
+  a.close();
+  b.close();
 });

@@ -115,6 +115,13 @@ const ABORT_ID = 23;
 const W_CLAIM = 26;
 /** Two random words naming this ring in a thread's stream records. */
 const UID = 28;
+/**
+ * Pipes: the copies of the writing end and of the reading end beyond the
+ * first (an end passed to another thread is shared, as a file descriptor
+ * is; the side closes when its last copy does).
+ */
+const W_COPIES = 10;
+const R_COPIES = 11;
 /** Bytes of control words before the data. */
 const HEADER_BYTES = 128;
 
@@ -916,6 +923,25 @@ export class RecordRing {
     this.#lock.unlock();
     bump(c, PUT_SEQ);
     bump(c, GET_SEQ);
+  }
+
+  /**
+   * Counts one more copy of the writing (`"w"`) or reading (`"r"`) end.
+   *
+   * @param side Which end.
+   */
+  addCopy(side: "w" | "r"): void {
+    Atomics.add(this.#c, side === "w" ? W_COPIES : R_COPIES, 1);
+  }
+
+  /**
+   * Drops one copy of an end.
+   *
+   * @param side Which end.
+   * @returns `true` if it was the last copy (the side should close).
+   */
+  dropCopy(side: "w" | "r"): boolean {
+    return Atomics.sub(this.#c, side === "w" ? W_COPIES : R_COPIES, 1) <= 0;
   }
 
   /** Closes the writing side: puts fail, gets drain then see `DRAINED`. */
