@@ -69,3 +69,29 @@ mpTest("Pool and Process arguments and results keep identity", async () => {
   assert.equal(await p.join(), 0);
   q.close();
 });
+
+mpTest(
+  "a shared object inside a Queue item or pipe message is a TypeError, not an empty object",
+  async () => {
+    const q = new Queue<unknown>();
+    const [a, b] = Pipe();
+    const { Lock } = await import("../patterns/sync.ts");
+    const { Value } = await import("../patterns/value.ts");
+    await assert.rejects(
+      q.put({ lock: new Lock() }),
+      (e) => e instanceof TypeError && /Lock/.test(e.message),
+    );
+    assert.throws(
+      () => q.putNowait([1, new Value("i", 1)]),
+      (e) => e instanceof TypeError && /Value/.test(e.message),
+    );
+    assert.throws(
+      () => a.send({ inner: b }),
+      (e) => e instanceof TypeError && /Connection/.test(e.message),
+    );
+    assert.equal(q.qsize(), 0, "nothing half-put");
+    q.close();
+    a.close();
+    b.close();
+  },
+);

@@ -32,6 +32,8 @@
 
 import { deserialize, serialize } from "node:v8";
 import { describeValue } from "../_core/errors.ts";
+import { kShare } from "../_core/share.ts";
+import { forEachNode } from "../_core/walk.ts";
 
 const TAG_INT = 1;
 const TAG_FLOAT = 2;
@@ -216,6 +218,26 @@ export function encodeRecord(value: unknown, what: string): number {
     encodeUtf8(JSON.stringify(value));
     encTag = TAG_JSON;
     return 4 + ((encLen + 3) & ~3);
+  }
+  // This package's shared objects (a Lock, a Value, a Queue, a pipe end)
+  // would serialize as empty objects: say so instead of losing them.
+  if (typeof value === "object" && value !== null) {
+    let shared: object | undefined;
+    forEachNode(value, (v) => {
+      if (shared) return false;
+      if (typeof (v as Record<symbol, unknown>)[kShare] === "function") {
+        shared = v;
+        return false;
+      }
+      return true;
+    });
+    if (shared) {
+      throw new TypeError(
+        `Cannot ${what}: ${
+          describeValue(shared)
+        } inside the value cannot travel through a pipe or queue yet (it would arrive empty); pass it to the Process or Pool task as an argument instead`,
+      );
+    }
   }
   let bytes: Uint8Array;
   try {
