@@ -301,6 +301,21 @@ export class RecordRing {
     if (!this.#lock.tryLock(me)) this.#lock.lockSync(me);
   }
 
+  /**
+   * Counts the caller as a sleeping producer, noting the wake sequence it
+   * must sleep on (under the lock, after a try found the ring full).
+   */
+  #registerPut(): void {
+    this.#seq = Atomics.load(this.#c, GET_SEQ);
+    Atomics.add(this.#c, WAIT_PUT, 1);
+  }
+
+  /** Counts the caller as a sleeping consumer; see `#registerPut`. */
+  #registerGet(): void {
+    this.#seq = Atomics.load(this.#c, PUT_SEQ);
+    Atomics.add(this.#c, WAIT_GET, 1);
+  }
+
   /** Items in the ring. */
   get count(): number {
     return Atomics.load(this.#c, COUNT);
@@ -342,10 +357,7 @@ export class RecordRing {
       used + size > cap || (this.maxsize > 0 && count >= this.maxsize) ||
       (size > MAX_PAYLOAD - 64 && pendingLength() > MAX_PAYLOAD)
     ) {
-      if (register) {
-        this.#seq = Atomics.load(c, GET_SEQ);
-        Atomics.add(c, WAIT_PUT, 1);
-      }
+      if (register) this.#registerPut();
       this.#lock.unlock();
       return FULL;
     }
@@ -423,10 +435,7 @@ export class RecordRing {
     if (count === 0) {
       if (c[R_CLAIM] !== 0) this.#emptyInStream();
       const closed = (c[FLAGS]! & W_CLOSED) !== 0;
-      if (!closed && register) {
-        this.#seq = Atomics.load(c, PUT_SEQ);
-        Atomics.add(c, WAIT_GET, 1);
-      }
+      if (!closed && register) this.#registerGet();
       this.#lock.unlock();
       return closed ? DRAINED : EMPTY;
     }
@@ -633,10 +642,7 @@ export class RecordRing {
       isThreadAlive(claimer)
     ) {
       // Another reader reassembles this stream: wait for it.
-      if (register) {
-        this.#seq = Atomics.load(c, PUT_SEQ);
-        Atomics.add(c, WAIT_GET, 1);
-      }
+      if (register) this.#registerGet();
       this.#lock.unlock();
       return EMPTY;
     }
@@ -737,10 +743,7 @@ export class RecordRing {
       used + size > cap ||
       (start && this.maxsize > 0 && count >= this.maxsize)
     ) {
-      if (register) {
-        this.#seq = Atomics.load(c, GET_SEQ);
-        Atomics.add(c, WAIT_PUT, 1);
-      }
+      if (register) this.#registerPut();
       this.#lock.unlock();
       return FULL;
     }
@@ -843,10 +846,7 @@ export class RecordRing {
     const c = this.#c;
     this.#take();
     const ready = c[COUNT] !== 0 || (c[FLAGS]! & W_CLOSED) !== 0;
-    if (!ready && register) {
-      this.#seq = Atomics.load(c, PUT_SEQ);
-      Atomics.add(c, WAIT_GET, 1);
-    }
+    if (!ready && register) this.#registerGet();
     this.#lock.unlock();
     return ready;
   }
