@@ -152,7 +152,6 @@ export class ManagedWorker {
   #error: unknown;
   #outOfMemory = false;
   #refd: boolean;
-  readonly #exited: Promise<void>;
   /**
    * Messages to the worker go through this Web `MessagePort` (its twin is
    * in `workerData`), not through the `node:worker_threads` Worker: Deno's
@@ -202,7 +201,6 @@ export class ManagedWorker {
       channel.port1.close();
       this.#worker = undefined;
       this.#refd = false;
-      this.#exited = Promise.resolve();
       const error = errorInfo(e);
       queueMicrotask(() =>
         this.#die({
@@ -258,12 +256,7 @@ export class ManagedWorker {
         }`,
       );
     });
-    this.#exited = new Promise<void>((resolve) => {
-      worker.once("exit", (code: number) => {
-        this.#onExit(code);
-        resolve();
-      });
-    });
+    worker.once("exit", (code: number) => this.#onExit(code));
   }
 
   #onExit(code: number): void {
@@ -317,19 +310,9 @@ export class ManagedWorker {
     return this.#threadId;
   }
 
-  /** The worker's heap cap, in MB. */
-  get memoryLimitMb(): number {
-    return this.#limitMb;
-  }
-
   /** How the worker ended, or `undefined` while it runs. */
   get death(): WorkerDeath | undefined {
     return this.#dead;
-  }
-
-  /** Resolves once the worker's thread has stopped. */
-  get exited(): Promise<void> {
-    return this.#exited;
   }
 
   /**
