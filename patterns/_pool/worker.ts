@@ -348,21 +348,7 @@ function release(num: number): void {
 async function runBatch(msg: RunMsg): Promise<void> {
   for (const def of msg.defs) tasks.set(def[0], await resolveTask(def));
   const { seqs, fns, modes, lens } = msg;
-  let items = msg.items;
   const ends: Array<() => void> = [];
-  if (msg.handles) {
-    try {
-      items = (await decodeShared(items, {
-        onTaskEnd: (fn) => ends.push(fn),
-      })) as unknown[];
-    } catch (e) {
-      for (const seq of seqs) {
-        out.seqs.push(seq);
-        out.errors.push([seq, errorInfo(e), 0, false]);
-      }
-      return;
-    }
-  }
   let at = 0;
   for (let j = 0; j < seqs.length; j++) {
     const seq = seqs[j]!, len = lens[j]!, mode = modes[j];
@@ -371,6 +357,24 @@ async function runBatch(msg: RunMsg): Promise<void> {
     if (!claim(num)) {
       at += len;
       continue;
+    }
+    // Shared objects are revived only for a job this worker claimed: a job
+    // taken back runs elsewhere, and reviving it here too would open (and
+    // at the batch's end close) a second copy of a pipe end it holds.
+    let items = msg.items, base = at;
+    if (msg.handles) {
+      try {
+        items = (await decodeShared(msg.items.slice(at, at + len), {
+          onTaskEnd: (fn) => ends.push(fn),
+        })) as unknown[];
+        base = 0;
+      } catch (e) {
+        out.seqs.push(seq);
+        out.errors.push([seq, errorInfo(e), 0, false]);
+        release(num);
+        at += len;
+        continue;
+      }
     }
     const task = tasks.get(fns[j]!);
     if (!task || task.error) {
@@ -401,8 +405,8 @@ async function runBatch(msg: RunMsg): Promise<void> {
         // are enough for timeouts and for taking work back.
         started[0] = Date.now();
         let r = mode === CALL_ITEM
-          ? fn(items[at + i])
-          : fn(...(items[at + i] as unknown[]));
+          ? fn(items[base + i])
+          : fn(...(items[base + i] as unknown[]));
         if (isThenable(r)) r = await r;
         if (typeof r === "object" && r !== null) out.handles = true;
         values.push(r);
