@@ -29,11 +29,19 @@ export function mpTest(
     sanitizeResources: true,
     async fn(t) {
       assert.equal(liveWorkerCount(), 0, "a worker was alive before the test");
+      let threw = false;
       try {
         await fn(t);
+      } catch (e) {
+        threw = true;
+        throw e;
       } finally {
+        // A failing body's own error is the one to see: the leak check
+        // would replace it (the next test still reports the leak).
         const live = liveWorkerCount();
-        assert.equal(live, 0, `${live} worker(s) left alive by the test`);
+        if (!threw) {
+          assert.equal(live, 0, `${live} worker(s) left alive by the test`);
+        }
       }
     },
   });
