@@ -56,6 +56,7 @@ import {
   encodeRecord,
   restorePending,
   savePending,
+  settleReceived,
 } from "./_shm/codec.ts";
 import {
   checkCapacity,
@@ -568,7 +569,7 @@ export class Connection implements Shareable, Disposable {
         `Cannot ${what}: the next message was sent with send(), not sendBytes(); read it with recv()`,
       );
     }
-    return v;
+    return settleReceived(v, what, what.endsWith("Sync"));
   }
 
   /**

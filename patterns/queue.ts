@@ -45,7 +45,7 @@
  * @module
  */
 
-import { encodeRecord } from "./_shm/codec.ts";
+import { encodeRecord, settleReceived } from "./_shm/codec.ts";
 import {
   checkCapacity,
   CLOSED,
@@ -210,7 +210,7 @@ async function putItem(
 
 function getResult(v: unknown, timeout: number): unknown {
   if (v === EMPTY || v === DRAINED) throw getError(v, "get", timeout);
-  return v;
+  return settleReceived(v, "get", false);
 }
 
 function getPromise(ring: RecordRing, options: WaitOptions): Promise<unknown> {
@@ -480,7 +480,7 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
     throwIfAborted(options.signal);
     const v = getSync(this.#ring, "any", timeout);
     if (v === EMPTY || v === DRAINED) throw getError(v, "getSync", timeout);
-    return v as T;
+    return settleReceived(v, "getSync", true) as T;
   }
 
   /**
@@ -503,7 +503,7 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
   getNowait(): T {
     const v = this.#ring.tryGet(false);
     if (v === EMPTY || v === DRAINED) throw getError(v, "getNowait", 0);
-    return v as T;
+    return settleReceived(v, "getNowait", true) as T;
   }
 
   /**
@@ -606,7 +606,7 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
     for (;;) {
       const v = await getAsync(this.#ring, "any", Infinity, undefined);
       if (v === DRAINED) return;
-      yield v as T;
+      yield (await settleReceived(v, "iterate", false)) as T;
     }
   }
 

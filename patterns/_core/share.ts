@@ -188,14 +188,7 @@ export async function decodeShared(
 ): Promise<unknown> {
   if (typeof value !== "object" || value === null) return value;
   const rt = shareState();
-  const modules = new Set<string>();
-  forEachNode(value, (v) => {
-    const rec = v as Record<string, unknown>;
-    if (isPlainObject(v) && rec[HANDLE_KEY] === 1) {
-      modules.add(String(rec.module));
-    }
-  });
-  for (const m of modules) {
+  for (const m of handleModules(value)) {
     let p = rt.modules.get(m);
     if (!p) {
       p = import(m);
@@ -203,6 +196,42 @@ export async function decodeShared(
     }
     await p;
   }
+  return reviveHandles(value, context);
+}
+
+/**
+ * The modules whose types the handles inside `value` name and that this
+ * thread has not registered yet.
+ *
+ * @param value A value holding handles.
+ * @returns Module URLs (empty when every type is known).
+ */
+export function handleModules(value: unknown): Set<string> {
+  const rt = shareState();
+  const modules = new Set<string>();
+  forEachNode(value, (v) => {
+    const rec = v as Record<string, unknown>;
+    if (isPlainObject(v) && rec[HANDLE_KEY] === 1) {
+      if (!rt.registry.has(String(rec.type))) modules.add(String(rec.module));
+    }
+  });
+  return modules;
+}
+
+/**
+ * The synchronous half of {@linkcode decodeShared}: every type must already
+ * be registered in this thread (see {@linkcode handleModules}).
+ *
+ * @param value A received value.
+ * @param context Hooks for the revived objects (task end).
+ * @returns The value with live objects in place of handles.
+ * @throws {TypeError} If a handle names a type not registered here.
+ */
+export function reviveHandles(
+  value: unknown,
+  context: ReviveContext = { onTaskEnd() {} },
+): unknown {
+  const rt = shareState();
   return mapTree(value, (v, map) => {
     const rec = v as Record<string, unknown>;
     if (!isPlainObject(v) || rec[HANDLE_KEY] !== 1) return DESCEND;
@@ -216,4 +245,28 @@ export async function decodeShared(
     }
     return reviver(map(rec.data), context);
   });
+}
+
+let ambient: ReviveContext | undefined;
+
+/**
+ * Sets what a shared object received through a pipe or queue is tied to
+ * while a pool task or process body runs (its copy of a pipe end closes
+ * when the task ends); `undefined` when nothing runs.
+ *
+ * @param context The running task's revive context.
+ */
+export function setAmbientReviveContext(
+  context: ReviveContext | undefined,
+): void {
+  ambient = context;
+}
+
+/**
+ * The revive context of the task running now, if any.
+ *
+ * @returns The context (a no-op one outside tasks).
+ */
+export function ambientReviveContext(): ReviveContext {
+  return ambient ?? { onTaskEnd() {} };
 }

@@ -14,12 +14,18 @@
  */
 
 import {
+  type MessagePort as NodeMessagePort,
   parentPort,
   SHARE_ENV,
   Worker as NodeWorker,
   workerData,
 } from "node:worker_threads";
 import { getHeapStatistics } from "node:v8";
+import {
+  type ChildExchange,
+  childExchangePort,
+  joinExchange,
+} from "./exchange.ts";
 import { ClosedError, type ErrorInfo, errorInfo } from "./errors.ts";
 import {
   adoptIdentity,
@@ -162,6 +168,7 @@ export class ManagedWorker {
    * delivers them before the worker's `exit` event.
    */
   #port: MessagePort | undefined;
+  #exchange: ChildExchange | undefined;
 
   /**
    * Spawns the worker module at `url`.
@@ -182,12 +189,18 @@ export class ManagedWorker {
     };
     let worker: NodeWorker;
     const channel = new MessageChannel();
+    const exchange = childExchangePort();
+    this.#exchange = exchange;
     try {
       worker = new NodeWorker(entryUrl(url), {
         name: options.name,
-        workerData: { [INIT]: init, port: channel.port2 },
+        workerData: {
+          [INIT]: init,
+          port: channel.port2,
+          exchange: exchange.port,
+        },
         // deno-lint-ignore no-explicit-any
-        transferList: [channel.port2 as any],
+        transferList: [channel.port2 as any, exchange.port],
         resourceLimits: { maxOldGenerationSizeMb: this.#limitMb },
         // Threads share the environment, as Web Workers do. Node's default
         // copies process.env, which reads every variable and so prompts for
@@ -199,6 +212,8 @@ export class ManagedWorker {
       // as a crash at start, as a Web Worker's failed load is.
       markThreadDead(this.#threadId);
       channel.port1.close();
+      exchange.port.close();
+      exchange.close();
       this.#worker = undefined;
       this.#refd = false;
       const error = errorInfo(e);
@@ -262,6 +277,7 @@ export class ManagedWorker {
   #onExit(code: number): void {
     markThreadDead(this.#threadId);
     this.#port?.close();
+    this.#exchange?.close();
     workers().live.delete(this);
     if (this.#dead) return;
     const name = this.#options.name;
@@ -371,6 +387,7 @@ export class ManagedWorker {
     });
     workers().live.delete(this);
     this.#port?.close();
+    this.#exchange?.close();
     this.#worker?.terminate().catch(() => {});
   }
 }
@@ -485,6 +502,7 @@ export function installWorkerRuntime(
     blocks: init.blocks,
   });
   const port = (workerData as { port?: MessagePort }).port!;
+  joinExchange((workerData as { exchange: NodeMessagePort }).exchange);
   port.onmessage = (e: MessageEvent) => onMessage(e.data);
   // Worker code written for Web Workers names the global scope `self`.
   (globalThis as { self?: unknown }).self ??= globalThis;

@@ -17,7 +17,11 @@
 
 import { compileTask, explainTaskError } from "../_core/task.ts";
 import { currentThreadName, stopRequested } from "../_core/runtime.ts";
-import { decodeShared, encodeShared } from "../_core/share.ts";
+import {
+  decodeShared,
+  encodeShared,
+  setAmbientReviveContext,
+} from "../_core/share.ts";
 import { type ErrorInfo, errorInfo } from "../_core/errors.ts";
 import {
   installWorkerRuntime,
@@ -349,6 +353,7 @@ async function runBatch(msg: RunMsg): Promise<void> {
   for (const def of msg.defs) tasks.set(def[0], await resolveTask(def));
   const { seqs, fns, modes, lens } = msg;
   const ends: Array<() => void> = [];
+  const taskContext = { onTaskEnd: (fn: () => void) => ends.push(fn) };
   let at = 0;
   for (let j = 0; j < seqs.length; j++) {
     const seq = seqs[j]!, len = lens[j]!, mode = modes[j];
@@ -404,10 +409,16 @@ async function runBatch(msg: RunMsg): Promise<void> {
         // showed up at 7 % of a worker's time at chunksize 1. Milliseconds
         // are enough for timeouts and for taking work back.
         started[0] = Date.now();
+        // What the task receives through a pipe or queue is its own, as
+        // its arguments are (set again after each await: tasks interleave).
+        setAmbientReviveContext(taskContext);
         let r = mode === CALL_ITEM
           ? fn(items[base + i])
           : fn(...(items[base + i] as unknown[]));
-        if (isThenable(r)) r = await r;
+        if (isThenable(r)) {
+          r = await r;
+          setAmbientReviveContext(taskContext);
+        }
         if (typeof r === "object" && r !== null) out.handles = true;
         values.push(r);
       }
@@ -423,6 +434,7 @@ async function runBatch(msg: RunMsg): Promise<void> {
     at += len;
     if (Date.now() - lastFlushWall > 2) flush();
   }
+  setAmbientReviveContext(undefined);
   for (const end of ends) {
     try {
       end();
@@ -446,6 +458,7 @@ async function runProcess(msg: ProcessMsg): Promise<void> {
         onTaskEnd: (fn) => ends.push(fn),
       })
       : msg.args) as unknown[];
+    setAmbientReviveContext({ onTaskEnd: (fn) => ends.push(fn) });
     try {
       await task.fn!(...args);
     } catch (e) {

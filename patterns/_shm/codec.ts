@@ -32,8 +32,23 @@
 
 import { deserialize, serialize } from "node:v8";
 import { describeValue } from "../_core/errors.ts";
-import { kShare } from "../_core/share.ts";
+import { deposit, withdraw } from "../_core/exchange.ts";
+import {
+  ambientReviveContext,
+  decodeShared,
+  encodeShared,
+  handleModules,
+  kShare,
+  type ReviveContext,
+  reviveHandles,
+} from "../_core/share.ts";
 import { forEachNode } from "../_core/walk.ts";
+
+/**
+ * The key of the one-key JSON record that stands for a value holding shared
+ * objects: its value is the exchange id the handles were deposited under.
+ */
+const EXCHANGE_KEY = "\u0000deno-multiprocessing.exchange";
 
 const TAG_INT = 1;
 const TAG_FLOAT = 2;
@@ -220,24 +235,23 @@ export function encodeRecord(value: unknown, what: string): number {
     return 4 + ((encLen + 3) & ~3);
   }
   // This package's shared objects (a Lock, a Value, a Queue, a pipe end)
-  // would serialize as empty objects: say so instead of losing them.
-  if (typeof value === "object" && value !== null) {
-    let shared: object | undefined;
-    forEachNode(value, (v) => {
-      if (shared) return false;
-      if (typeof (v as Record<symbol, unknown>)[kShare] === "function") {
-        shared = v;
-        return false;
-      }
-      return true;
-    });
-    if (shared) {
+  // hold SharedArrayBuffers, which bytes cannot carry: their handles go
+  // through the exchange, and the record carries the id.
+  if (typeof value === "object" && value !== null && holdsShared(value)) {
+    const transfer: Transferable[] = [];
+    const encoded = encodeShared(value, transfer);
+    if (transfer.length > 0) {
       throw new TypeError(
         `Cannot ${what}: ${
-          describeValue(shared)
-        } inside the value cannot travel through a pipe or queue yet (it would arrive empty); pass it to the Process or Pool task as an argument instead`,
+          describeValue(value)
+        } holds an object that must be transferred (a port), which cannot travel through a pipe or queue; pass it to the Process or Pool task as an argument instead`,
       );
     }
+    const id = deposit(encoded.value);
+    for (const fn of encoded.afterSend) fn();
+    encodeUtf8(JSON.stringify({ [EXCHANGE_KEY]: id }));
+    encTag = TAG_JSON;
+    return 4 + ((encLen + 3) & ~3);
   }
   let bytes: Uint8Array;
   try {
@@ -486,9 +500,100 @@ export function decodePayload(
       }
       return text;
     }
-    case TAG_JSON:
-      return JSON.parse(decoder.decode(raw.subarray(0, len)));
+    case TAG_JSON: {
+      const v = JSON.parse(decoder.decode(raw.subarray(0, len)));
+      if (typeof v === "object" && v !== null && EXCHANGE_KEY in v) {
+        return receiveShared(String(v[EXCHANGE_KEY]));
+      }
+      return v;
+    }
     default:
       return deserialize(raw.subarray(0, len));
   }
+}
+
+function holdsShared(value: object): boolean {
+  let found = false;
+  forEachNode(value, (v) => {
+    if (found) return false;
+    if (typeof (v as Record<symbol, unknown>)[kShare] === "function") {
+      found = true;
+      return false;
+    }
+    return true;
+  });
+  return found;
+}
+
+/**
+ * A received value whose shared objects are of types this thread has not
+ * loaded yet: the async receive calls import them and revive the value
+ * ({@linkcode settleReceived}); a blocking one cannot.
+ */
+export class PendingRevival {
+  readonly #value: unknown;
+  readonly #modules: Set<string>;
+  readonly #context: ReviveContext;
+
+  /**
+   * @param value The handles as deposited.
+   * @param modules The modules to import first.
+   * @param context The task the objects belong to.
+   */
+  constructor(value: unknown, modules: Set<string>, context: ReviveContext) {
+    this.#value = value;
+    this.#modules = modules;
+    this.#context = context;
+  }
+
+  /**
+   * Imports the types' modules, then revives the value.
+   *
+   * @returns The live value.
+   */
+  revive(): Promise<unknown> {
+    return decodeShared(this.#value, this.#context);
+  }
+
+  /**
+   * The error of a blocking receive, which cannot import.
+   *
+   * @param what The call.
+   * @returns The error to throw.
+   */
+  syncError(what: string): TypeError {
+    return new TypeError(
+      `Cannot ${what}: the value holds shared objects of a module this thread has not loaded (${
+        [...this.#modules].join(", ")
+      }); import it in this thread first, or receive with the async call`,
+    );
+  }
+}
+
+function receiveShared(id: string): unknown {
+  const value = withdraw(id);
+  const context = ambientReviveContext();
+  const modules = handleModules(value);
+  if (modules.size > 0) return new PendingRevival(value, modules, context);
+  return reviveHandles(value, context);
+}
+
+/**
+ * What a receive call hands its caller: the value, or for a
+ * {@linkcode PendingRevival} the revived value (async calls) or its error
+ * (blocking calls).
+ *
+ * @param v What the ring returned.
+ * @param what The call, for errors.
+ * @param sync Whether the call blocks the thread.
+ * @returns The value, or a promise of it (async calls only).
+ */
+export function settleReceived(
+  v: unknown,
+  what: string,
+  sync: boolean,
+): unknown {
+  if (!(v instanceof PendingRevival)) return v;
+  if (sync) throw v.syncError(what);
+  return v.revive();
 }
