@@ -21,6 +21,10 @@ export interface Row {
   higherIsBetter: boolean;
   /** The issue's target, as text, e.g. `≥ 5× Python`. */
   target?: string;
+  /** What the baseline figure is, when not Python (e.g. `piscina`). */
+  baseline?: string;
+  /** Rows with the same group are drawn as one bar group in the chart. */
+  group?: string;
 }
 
 /** A group of rows contributed by one pattern. */

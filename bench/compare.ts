@@ -5,13 +5,16 @@
  * with their ratio. Without Python the Python column reads "skipped".
  *
  * `--only <title words>` runs the sections whose title contains the words;
- * `--markdown` prints the table as Markdown (for the README).
+ * `--markdown` prints the table as Markdown (for the README). A full run
+ * (no `--only`) also draws the figures as `docs/bench.svg` (`--svg PATH`
+ * elsewhere, `--svg ""` not at all).
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
 import { findPython, type Row } from "./_compare_util.ts";
+import { renderBenchSvg } from "./_svg.ts";
 import { section as cube } from "./compare_cube.ts";
 import { section as channels } from "./compare_channels.ts";
 import { section as manager } from "./compare_manager.ts";
@@ -25,6 +28,7 @@ const { values } = parseArgs({
   options: {
     only: { type: "string" },
     markdown: { type: "boolean" },
+    svg: { type: "string" },
     help: { type: "boolean", short: "h" },
   },
 });
@@ -99,3 +103,10 @@ if (values.markdown) {
 console.log(
   "\n'ours vs Python' is how many times better ours is (throughput: ours/Python; latency: Python/ours), measured in this run.",
 );
+
+const svgPath = values.svg ??
+  (values.only ? "" : new URL("../docs/bench.svg", import.meta.url).pathname);
+if (svgPath) {
+  await Deno.writeTextFile(svgPath, renderBenchSvg(rows));
+  console.log(`chart written to ${svgPath}`);
+}

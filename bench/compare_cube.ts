@@ -292,6 +292,7 @@ export const section: CompareSection = {
         python: py?.apply_us ?? null,
         higherIsBetter: false,
         target: "≤ piscina (aim ≤ 10 µs)",
+        group: "one apply() round trip at a time",
       },
       {
         workload:
@@ -301,6 +302,8 @@ export const section: CompareSection = {
         python: piscina,
         higherIsBetter: false,
         target: "≤ piscina (aim ≤ 10 µs)",
+        baseline: "piscina",
+        group: "one apply() round trip at a time",
       },
       {
         workload: "Pool(2) start to first result (Python: spawn)",
