@@ -333,15 +333,7 @@ export class RawArray<C extends Typecode = Typecode>
   /**
    * Describes the array for the trip into a worker.
    *
-   * @example Usage
-   * ```ts
-   * import { kShare, RawArray } from "@dmp/multiprocessing/array";
-   * import { strict as assert } from "node:assert";
-   *
-   * assert.equal(new RawArray("i", 1)[kShare]().type, "array.array");
-   * ```
-   *
-   * @returns The handle.
+   * @ignore
    */
   [kShare](): SharedHandle {
     const data: ArrayData = {
@@ -455,15 +447,7 @@ export class SharedArray<C extends Typecode = Typecode> extends RawArray<C> {
   /**
    * Describes the array and its lock for the trip into a worker.
    *
-   * @example Usage
-   * ```ts
-   * import { kShare, SharedArray } from "@dmp/multiprocessing/array";
-   * import { strict as assert } from "node:assert";
-   *
-   * assert.equal(new SharedArray("i", 1)[kShare]().type, "array.array");
-   * ```
-   *
-   * @returns The handle.
+   * @ignore
    */
   override [kShare](): SharedHandle {
     const data: ArrayData = {

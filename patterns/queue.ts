@@ -614,7 +614,7 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
    * Describes the queue for the trip into a worker (used by `Process` and
    * `Pool`); it arrives there as the same queue.
    *
-   * @returns The handle (a queue is shared, not moved).
+   * @ignore
    */
   [kShare](_context?: ShareContext): SharedHandle {
     const data: QueueData = {
@@ -833,7 +833,7 @@ export class SimpleQueue<T = unknown> implements Shareable {
   /**
    * Describes the queue for the trip into a worker.
    *
-   * @returns The handle.
+   * @ignore
    */
   [kShare](_context?: ShareContext): SharedHandle {
     const data: QueueData = { kind: "simple", buffer: this.#ring.buffer };

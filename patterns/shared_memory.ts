@@ -256,8 +256,7 @@ export class SharedMemory {
    * Describes this handle for the trip to another thread, which opens its
    * own handle on the same block.
    *
-   * @returns The handle.
-   * @throws {ClosedError} If this handle is closed.
+   * @ignore
    */
   [kShare](): SharedHandle {
     if (this.#closed) {
@@ -640,7 +639,7 @@ export class ShareableList implements Iterable<ShareableValue> {
   /**
    * Describes this list for the trip to another thread.
    *
-   * @returns The handle.
+   * @ignore
    */
   [kShare](): SharedHandle {
     return {

@@ -374,15 +374,7 @@ export class RawValue<C extends Typecode = Typecode> {
   /**
    * Describes the value for the trip into a worker.
    *
-   * @example Usage
-   * ```ts
-   * import { kShare, RawValue } from "@dmp/multiprocessing/value";
-   * import { strict as assert } from "node:assert";
-   *
-   * assert.equal(new RawValue("i")[kShare]().type, "value.value");
-   * ```
-   *
-   * @returns The handle.
+   * @ignore
    */
   [kShare](): SharedHandle {
     const data: ValueData = {
@@ -496,15 +488,7 @@ export class Value<C extends Typecode = Typecode> extends RawValue<C> {
   /**
    * Describes the value and its lock for the trip into a worker.
    *
-   * @example Usage
-   * ```ts
-   * import { kShare, Value } from "@dmp/multiprocessing/value";
-   * import { strict as assert } from "node:assert";
-   *
-   * assert.equal(new Value("i")[kShare]().type, "value.value");
-   * ```
-   *
-   * @returns The handle.
+   * @ignore
    */
   override [kShare](): SharedHandle {
     const data: ValueData = {

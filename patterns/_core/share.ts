@@ -30,6 +30,8 @@ function shareState(): ShareState {
 /**
  * The symbol a shareable class implements to describe how it travels into a
  * worker; see {@linkcode Shareable}.
+ *
+ * @ignore
  */
 export const kShare: unique symbol = Symbol.for(
   "deno-multiprocessing.share",
@@ -71,6 +73,8 @@ const HANDLE_KEY = "\u0000deno-multiprocessing.handle";
  * assert.equal(handle.type, "example.words");
  * assert.equal(handle.data, words.buffer);
  * ```
+ *
+ * @ignore
  */
 export interface SharedHandle {
   /** The registered type, e.g. `"value"`. */
@@ -86,6 +90,8 @@ export interface SharedHandle {
 
 /**
  * What a shareable object may use while it is being sent.
+ *
+ * @ignore
  */
 export interface ShareContext {
   /** Objects to transfer (e.g. a `MessagePort`) rather than clone. */
@@ -105,6 +111,8 @@ export interface ReviveContext {
 /**
  * A class of this package whose instances can be passed to workers and
  * arrive live there.
+ *
+ * @ignore
  */
 export interface Shareable {
   /** Describes this object for the trip into another thread. */

@@ -536,6 +536,8 @@ export class PendingRevival {
   readonly #context: ReviveContext;
 
   /**
+   * Keeps what the async receive call needs to finish.
+   *
    * @param value The handles as deposited.
    * @param modules The modules to import first.
    * @param context The task the objects belong to.

@@ -446,15 +446,7 @@ export class Barrier {
    * Describes the barrier (and its action's source) for the trip into a
    * worker.
    *
-   * @example Usage
-   * ```ts
-   * import { Barrier, kShare } from "@dmp/multiprocessing/sync";
-   * import { strict as assert } from "node:assert";
-   *
-   * assert.equal(new Barrier(2)[kShare]().type, "sync.barrier");
-   * ```
-   *
-   * @returns The handle.
+   * @ignore
    */
   [kShare](): SharedHandle {
     const data: BarrierData = {

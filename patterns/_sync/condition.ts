@@ -507,15 +507,7 @@ export class Condition {
   /**
    * Describes the condition (and its lock) for the trip into a worker.
    *
-   * @example Usage
-   * ```ts
-   * import { Condition, kShare } from "@dmp/multiprocessing/sync";
-   * import { strict as assert } from "node:assert";
-   *
-   * assert.equal(new Condition()[kShare]().type, "sync.condition");
-   * ```
-   *
-   * @returns The handle.
+   * @ignore
    */
   [kShare](): SharedHandle {
     return {

@@ -182,15 +182,7 @@ export class Event {
   /**
    * Describes the event for the trip into a worker.
    *
-   * @example Usage
-   * ```ts
-   * import { Event, kShare } from "@dmp/multiprocessing/sync";
-   * import { strict as assert } from "node:assert";
-   *
-   * assert.equal(new Event()[kShare]().type, "sync.event");
-   * ```
-   *
-   * @returns The handle.
+   * @ignore
    */
   [kShare](): SharedHandle {
     return { type: "sync.event", module: import.meta.url, data: this.#w };

@@ -233,15 +233,7 @@ export class Lock {
   /**
    * Describes the lock for the trip into a worker.
    *
-   * @example Usage
-   * ```ts
-   * import { Lock, kShare } from "@dmp/multiprocessing/sync";
-   * import { strict as assert } from "node:assert";
-   *
-   * assert.equal(new Lock()[kShare]().type, "sync.lock");
-   * ```
-   *
-   * @returns The handle.
+   * @ignore
    */
   [kShare](): SharedHandle {
     return { type: "sync.lock", module: import.meta.url, data: this.#w };
@@ -477,15 +469,7 @@ export class RLock {
   /**
    * Describes the lock for the trip into a worker.
    *
-   * @example Usage
-   * ```ts
-   * import { RLock, kShare } from "@dmp/multiprocessing/sync";
-   * import { strict as assert } from "node:assert";
-   *
-   * assert.equal(new RLock()[kShare]().type, "sync.rlock");
-   * ```
-   *
-   * @returns The handle.
+   * @ignore
    */
   [kShare](): SharedHandle {
     return { type: "sync.rlock", module: import.meta.url, data: this.#w };

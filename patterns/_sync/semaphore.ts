@@ -383,15 +383,7 @@ export class Semaphore {
   /**
    * Describes the semaphore for the trip into a worker.
    *
-   * @example Usage
-   * ```ts
-   * import { Semaphore, kShare } from "@dmp/multiprocessing/sync";
-   * import { strict as assert } from "node:assert";
-   *
-   * assert.equal(new Semaphore()[kShare]().type, "sync.semaphore");
-   * ```
-   *
-   * @returns The handle.
+   * @ignore
    */
   [kShare](): SharedHandle {
     return { type: "sync.semaphore", module: import.meta.url, data: this.#w };
