@@ -31,7 +31,8 @@
  * abort: it sets `ABORT_ID`), a writer that died with nothing more in the
  * ring, a reader that died holding the claim, a closed writing side: the
  * partial message is dropped whole, and chunks no reader claims are
- * discarded by whoever meets them.
+ * discarded by whoever meets them. The records' layout, the writer's
+ * `StreamWrite` and a reader's reassembly live in `stream.ts`.
  *
  * **Waking.** Consumers that sleep count themselves in `WAIT_GET` and sleep on
  * `PUT_SEQ`; producers on `GET_SEQ` with `WAIT_PUT`. A put only bumps and
@@ -55,7 +56,7 @@
  * @module
  */
 
-import { currentThreadId, isThreadAlive, perThread } from "../_core/runtime.ts";
+import { currentThreadId, isThreadAlive } from "../_core/runtime.ts";
 import { describeValue } from "../_core/errors.ts";
 import { SpinPolicy, waitAsync, waitSync } from "../_core/wait.ts";
 import type { WaitOptions } from "../_core/deadline.ts";
@@ -74,12 +75,16 @@ import {
   takePending,
   writePending,
 } from "./codec.ts";
+import { OwnerWord, RING_LOCK, TIMED_OUT } from "../_core/owner_word.ts";
 import {
-  OwnerWord,
-  type OwnerWordPolicy,
-  RING_LOCK,
-  TIMED_OUT,
-} from "../_core/owner_word.ts";
+  AGAIN,
+  assemblies,
+  CHUNK_PREFIX,
+  copyChunk,
+  START_PAYLOAD,
+  STREAM_CLAIM,
+  type StreamWrite,
+} from "./stream.ts";
 
 // -- Control words (Int32 indices) ---------------------------------------
 
@@ -165,53 +170,6 @@ export type RecordKind = "any" | "value" | "bytes";
  * sleep then spins as every wait does (on the sequence word a waker bumps).
  */
 const RING_SPIN = 4000;
-
-/**
- * The writers' stream claim: held for a whole stream (many waits for
- * room), so its waiters sleep in 10 ms slices, watch for a stop request,
- * and take a dead writer's claim over at once (the reader drops what that
- * writer left half-sent, see the module doc).
- */
-const STREAM_CLAIM: OwnerWordPolicy = Object.freeze({
-  spin: 1000,
-  sliceMs: 10,
-  graceMs: 0,
-  stopCheck: true,
-});
-
-/** Payload bytes of a stream's start record: id, -tag, length, writer. */
-const START_PAYLOAD = 16;
-/** Payload bytes of a chunk before its data: id, offset. */
-const CHUNK_PREFIX = 8;
-
-/** A stream being written (see {@linkcode RecordRing.beginStream}). */
-export interface StreamWrite {
-  /** The message's own tag. */
-  readonly tag: number;
-  /** Its encoded payload. */
-  readonly bytes: Uint8Array;
-  /** The stream's id (0 until its start record is in). */
-  id: number;
-  /** Bytes written so far (-1 until the start record is in). */
-  off: number;
-}
-
-/** What a thread keeps of a stream it reassembles. */
-interface Assembly {
-  id: number;
-  tag: number;
-  writer: number;
-  got: number;
-  buf: Uint8Array;
-}
-
-/** This thread's streams in reassembly, by ring. */
-function assemblies(): Map<string, Assembly> {
-  return perThread("ring-streams", () => new Map<string, Assembly>());
-}
-
-/** The internal result of one step of a stream read: look again. */
-const AGAIN: unique symbol = Symbol("again");
 
 function bump(c: Int32Array, index: number): void {
   Atomics.add(c, index, 1);
@@ -611,18 +569,7 @@ export class RecordRing {
         this.#lock.unlock();
         return MISMATCH;
       }
-      const n = Math.min((hdr >>> 3) - CHUNK_PREFIX, a.buf.length - a.got);
-      const cap = this.capacity;
-      let p = head + 4 + CHUNK_PREFIX;
-      if (p >= cap) p -= cap;
-      const first = cap - p;
-      if (n <= first) {
-        a.buf.set(this.#data.subarray(p, p + n), a.got);
-      } else {
-        a.buf.set(this.#data.subarray(p, cap), a.got);
-        a.buf.set(this.#data.subarray(0, n - first), a.got + first);
-      }
-      a.got += n;
+      copyChunk(this.#data, this.capacity, head, hdr >>> 3, a);
       const wake = this.#drop(size, count);
       if (a.got < a.buf.length) {
         this.#lock.unlock();
