@@ -84,10 +84,43 @@ export function parseCli(
     console.log(usage());
     Deno.exit(0);
   }
+  exitOnError();
   return {
     values: parsed.values as Record<string, string | boolean | undefined>,
     positionals: parsed.positionals,
   };
+}
+
+/**
+ * Makes a demo's failure one clear line on stderr and exit code 1, instead
+ * of an uncaught error with its stack (`MP_DEBUG=1` keeps the stack).
+ */
+export function exitOnError(): void {
+  const report = (e: unknown) => {
+    const err = e instanceof Error ? e : new Error(String(e));
+    let line = `error: ${err.name}: ${err.message}`;
+    if (err.cause instanceof Error) line += ` (cause: ${err.cause.message})`;
+    console.error(line);
+    if (debugStacks()) console.error(err.stack);
+    Deno.exit(1);
+  };
+  globalThis.addEventListener("unhandledrejection", (e) => {
+    e.preventDefault();
+    report(e.reason);
+  });
+  globalThis.addEventListener("error", (e) => {
+    e.preventDefault();
+    report(e.error);
+  });
+}
+
+function debugStacks(): boolean {
+  try {
+    return Deno.permissions.querySync({ name: "env", variable: "MP_DEBUG" })
+          .state === "granted" && Deno.env.get("MP_DEBUG") === "1";
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -135,6 +168,9 @@ export function intOption(
 const numberFormat = new Intl.NumberFormat("en-US", {
   maximumFractionDigits: 1,
 });
+const smallFormat = new Intl.NumberFormat("en-US", {
+  maximumSignificantDigits: 2,
+});
 const compactFormat = new Intl.NumberFormat("en-US", {
   notation: "compact",
   maximumFractionDigits: 2,
@@ -148,6 +184,8 @@ const compactFormat = new Intl.NumberFormat("en-US", {
  * @returns The text.
  */
 export function formatNumber(n: number, compact = false): string {
+  // A ratio below 1 keeps two significant digits: 0.04, not 0.
+  if (n !== 0 && Math.abs(n) < 1) return smallFormat.format(n);
   return (compact ? compactFormat : numberFormat).format(n);
 }
 
@@ -211,9 +249,17 @@ export class ProgressBar {
     // variables (NODE_DISABLE_COLORS, TERM, CI, …) and so prompts for env
     // access in a terminal; Deno.noColor needs no permission.
     const colored = Deno.noColor ? bar : `\x1b[36m${bar}\x1b[39m`;
+    const elapsed = performance.now() - this.#start;
+    const rate = elapsed > 0 ? this.#current / (elapsed / 1000) : 0;
+    const left = this.#total - this.#current;
+    const eta = rate > 0 && left > 0
+      ? `, ETA ${formatDuration((left / rate) * 1000)}`
+      : "";
     const line = `${colored} ${pct}% ${formatNumber(this.#current)}/${
       formatNumber(this.#total)
-    } ${this.#label} ${formatDuration(performance.now() - this.#start)}`;
+    } ${this.#label} ${formatDuration(elapsed)} (${
+      formatNumber(Math.round(rate), true)
+    } ${this.#label}/s${eta})`;
     Deno.stderr.writeSync(
       new TextEncoder().encode(this.#tty ? `\r\x1b[2K${line}` : `${line}\n`),
     );

@@ -88,7 +88,7 @@ async function demo(): Promise<void> {
   const { values } = parseCli(
     Deno.args,
     "deno task cube",
-    "Five processes each compute a cube and wait 1 s (the seed's example); with --pool, a Pool map with a progress bar and the speedup over a serial run.",
+    "Starts five processes that each print the cube of their number and wait 1 s (they run at once: about 1 s in all). With --pool N, runs a CPU-heavy map on a Pool of N workers with a progress bar and prints the speedup over a serial run.",
     {
       pool: {
         type: "string",
@@ -97,11 +97,15 @@ async function demo(): Promise<void> {
       },
       items: {
         type: "string",
-        description: "how many items the Pool map computes (default 64)",
+        description:
+          "with --pool: how many items the map computes (default 64)",
         placeholder: "K",
       },
     },
   );
+  if (values.pool === undefined && values.items !== undefined) {
+    throw new TypeError("--items sizes the Pool map: give --pool N with it");
+  }
   if (values.pool === undefined) {
     const t0 = performance.now();
     const processes = [1, 2, 3, 4, 5].map((i) =>

@@ -58,3 +58,24 @@ for (const task of TASKS) {
     );
   }
 }
+
+mpTest(
+  "a demo that fails prints one clear line and exits 1, with no stack",
+  async () => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["task", "cube", "--items", "5"],
+      cwd: new URL("..", import.meta.url).pathname,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+      signal: AbortSignal.timeout(60_000),
+    }).output();
+    const lines = new TextDecoder().decode(out.stderr).trim().split("\n")
+      .filter((l) => !l.startsWith("Task "));
+    assert.equal(out.code, 1);
+    assert.deepEqual(lines, [
+      "error: TypeError: --items sizes the Pool map: give --pool N with it",
+    ]);
+  },
+);
