@@ -436,7 +436,7 @@ mpTest(
 );
 
 mpTest(
-  "a lock held by a client that disconnects is released as abandoned",
+  "a lock held by a client that disconnects stays held, abandoned: the next acquirer takes it over",
   async () => {
     await using m = await Manager.start();
     const lock = await m.lock();
@@ -747,8 +747,17 @@ mpTest(
         [[4, 0, "__proto__", []], "TypeError"],
         [[5, 0, "toString", []], "TypeError"],
         [[6, 0, "new", ["dict", { $t: "nope" }]], "TypeError"],
+        // Ids are strings: a numeric one is malformed, a guessed one unknown.
         [
           [7, 0, "new", ["dict", { $t: "ref", id: 4242, type: "dict" }]],
+          "TypeError",
+        ],
+        [
+          [7, 0, "new", ["dict", {
+            $t: "ref",
+            id: "AAAAAAAAAAAAAAAA",
+            type: "dict",
+          }]],
           "RangeError",
         ],
         [[8, -1, "get", []], "TypeError"],
@@ -763,7 +772,7 @@ mpTest(
       }
       // A real object, then its forbidden methods.
       s.send([20, 0, "new", ["dict"], 0]);
-      const made = await s.next() as [number, { id: number }];
+      const made = await s.next() as [number, { id: string }];
       for (const m of ["constructor", "__proto__", "toString", "map", "put"]) {
         s.send([21, made[1].id, m, [], 0]);
         const r = await s.next() as { e: { name: string } };

@@ -6,15 +6,23 @@
  * recognised and made is handed in ({@linkcode ProxyBinding}), so this
  * layer knows no proxy class.
  *
+ * Deadlines are the caller's: a call with a `timeout` or a `signal` settles
+ * by its own timer or abort listener even when the server has stopped
+ * answering. Such a call stays on the books until the server's answer comes
+ * (a "late" reply), so that what the server granted meanwhile (a lock, a
+ * permit, a queue item) is undone. A connection with calls in flight is
+ * pinged; a ping left unanswered for too long ends the connection.
+ *
  * @module
  */
 
 import * as errors from "../_core/errors.ts";
-import { ClosedError, reviveError } from "../_core/errors.ts";
+import { ClosedError, reviveError, timeoutError } from "../_core/errors.ts";
 import { checkTimeout, throwIfAborted } from "../_core/deadline.ts";
 import type { WaitOptions } from "../_core/deadline.ts";
 import { currentThreadId, isThreadAlive } from "../_core/runtime.ts";
-import { CANCELLED, type LinkMemory, type RefTag } from "./protocol.ts";
+import type { LinkMemory, RefTag } from "./protocol.ts";
+import type { Request } from "./protocol.ts";
 import { decodeWire, encodeWire } from "./wire.ts";
 import { connectSocket, linkTransport, socketTransport } from "./transports.ts";
 import type { RemoteParams, Transport } from "./transports.ts";
@@ -41,13 +49,75 @@ export interface ProxyBinding {
   make(client: ManagerClient, ref: RefTag): unknown;
 }
 
+/** The object a call goes to: the root (0) or an object's id. */
+type Target = Request[1];
+
+/**
+ * How long past its timeout a waiting call still gives the server to
+ * answer (the round trip, and the server's own timer) before the client
+ * settles it itself, in ms. The server, timing from the call's arrival,
+ * normally answers first; the client's timer only decides when the server
+ * is slow or gone. It also lets `timeout: 0` calls hear the server's
+ * answer.
+ */
+export const CLIENT_GRACE_MS = 250;
+
+/**
+ * How long a closing client waits for the late replies that may carry a
+ * grant to undo (an item handed out just before the close goes back
+ * instead of being lost with the connection), in ms. A live server
+ * answers within a round trip; a frozen one does not delay the close more.
+ */
+const LATE_DRAIN_MS = 1_000;
+
+/** The longest delay `setTimeout` keeps (longer ones fire at once). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * How often a connection with calls in flight is pinged, and how long a
+ * ping may stay unanswered (with nothing else heard from the server)
+ * before the connection counts as dead, in ms.
+ */
+const ping = { interval: 5_000, deadline: 15_000 };
+
+/**
+ * Changes the ping's interval and deadline for every client (tests shorten
+ * them); not part of the public API.
+ *
+ * @param times The new interval and deadline, in ms.
+ * @returns The previous ones, to put back.
+ */
+export function setPingTimes(
+  times: { interval: number; deadline: number },
+): { interval: number; deadline: number } {
+  const old = { ...ping };
+  if (!(times.interval > 0) || !(times.deadline > 0)) {
+    throw new RangeError(
+      `Cannot set the ping times: both must be positive, received ${times.interval} and ${times.deadline}`,
+    );
+  }
+  ping.interval = times.interval;
+  ping.deadline = times.deadline;
+  return old;
+}
+
+/** A reply that came after its call was settled on the client. */
+export type LateReply =
+  | { ok: true; value: unknown }
+  | { ok: false; name: string };
+
 interface Pending {
   resolve(v: unknown): void;
   reject(e: unknown): void;
   freeze: boolean;
+  /** The client's own deadline for the call. */
+  timer: ReturnType<typeof setTimeout> | undefined;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
-  aborted: unknown;
+  /** Settled on the client already: its reply, when it comes, is late. */
+  gaveUp: boolean;
+  undo: ((late: LateReply) => boolean) | undefined;
+  onGiveUp: (() => void) | undefined;
 }
 
 /** Options of {@linkcode ManagerClient.call}. */
@@ -56,18 +126,49 @@ export interface CallOptions extends WaitOptions {
   freeze?: boolean;
   /** Send the timeout to the server (a call that may wait). */
   waits?: boolean;
+  /**
+   * What the call gives when the client's own deadline passes before the
+   * server answered: returns the value, or throws the error (default: a
+   * `TimeoutError`).
+   */
+  expired?: () => unknown;
+  /**
+   * Undoes what the server granted after the client had settled the call
+   * (by its timeout or signal): releases a late lock, puts a late item
+   * back. Given the late reply (an error named `ManagerCallCancelled`
+   * when the server dropped the call; one named `ClosedError` when the
+   * connection closed before the reply came); returns whether it undid
+   * anything.
+   */
+  undo?: (late: LateReply) => boolean;
+  /** Called when the client settles the call itself (before it settles). */
+  onGiveUp?: () => void;
 }
 
 /** One connection to a manager server, bound to the thread that made it. */
 export class ManagerClient {
   #transport!: Transport;
   readonly #proxies: ProxyBinding;
+  /** Calls waiting for their reply: live ones, late ones and the ping. */
   readonly #pending = new Map<number, Pending>();
+  /** How many of `#pending` a caller still awaits (they hold the loop). */
+  #live = 0;
   #nextId = 0;
   #closed = false;
+  #closing: Promise<void> | undefined;
+  /** The connection is dead (no late reply will come). */
+  #dead = false;
+  /** Wakes a closing client that waits for late replies. */
+  #wakeDrain: (() => void) | undefined;
   #closeReason = "the manager was shut down";
-  #decrefs: number[] = [];
+  #decrefs: RefTag["id"][] = [];
   readonly #thread = currentThreadId();
+  /** The next ping, or the deadline of the one in flight. */
+  #pingTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The call id of the ping in flight (0: none). */
+  #pingId = 0;
+  /** When something last came from the server (`performance.now()`). */
+  #heard = 0;
   /** Identifies the server (proxies of one server may be mixed). */
   readonly serverId: string;
   /** The server worker's thread id for an embedded server, else 0. */
@@ -76,6 +177,8 @@ export class ManagerClient {
   readonly remote: RemoteParams | undefined;
   /** Closes the clients revived for a task when it ends. */
   uses = 0;
+  /** How many late grants this client undid (for tests). */
+  undone = 0;
 
   /**
    * A client with no transport yet (the factories below attach one; a
@@ -151,7 +254,7 @@ export class ManagerClient {
 
   /** Calls method `m` of object `o` (0: the server itself). */
   call(
-    o: number,
+    o: Target,
     m: string,
     args: unknown[],
     options: CallOptions = {},
@@ -178,7 +281,8 @@ export class ManagerClient {
     }
     if (this.#decrefs.length > 0) this.#flushDecrefs();
     const id = ++this.#nextId;
-    const msg = options.waits && timeout !== Infinity
+    const waits = options.waits === true && timeout !== Infinity;
+    const msg = waits
       ? [id, o, m, a, this.#thread, timeout]
       : [id, o, m, a, this.#thread];
     return new Promise((resolve, reject) => {
@@ -186,48 +290,95 @@ export class ManagerClient {
         resolve,
         reject,
         freeze: options.freeze === true,
+        timer: undefined,
         signal: options.signal,
         onAbort: undefined,
-        aborted: undefined,
+        gaveUp: false,
+        undo: options.undo,
+        onGiveUp: options.onGiveUp,
       };
       if (options.signal) {
         const signal = options.signal;
-        p.onAbort = () => {
-          p.aborted = signal.reason;
-          this.post({ c: id });
-        };
+        p.onAbort = () => this.#giveUp(id, p, () => reject(signal.reason));
         signal.addEventListener("abort", p.onAbort, { once: true });
       }
+      const wait = timeout + CLIENT_GRACE_MS;
+      if (waits && wait <= MAX_TIMER_MS) {
+        const expired = options.expired;
+        p.timer = setTimeout(() => {
+          p.timer = undefined;
+          this.#giveUp(id, p, () => {
+            if (!expired) {
+              return reject(timeoutError(`${m} timed out after ${timeout} ms`));
+            }
+            try {
+              resolve(expired());
+            } catch (e) {
+              reject(e);
+            }
+          });
+        }, wait);
+      }
       this.#pending.set(id, p);
-      if (this.#pending.size === 1) this.#transport.ref();
+      if (++this.#live === 1) this.#transport.ref();
       this.#transport.send(msg);
       this.#kick?.();
+      if (this.#pingTimer === undefined) this.#armPing();
     });
+  }
+
+  /**
+   * Settles a call on the client (its timeout or signal came first): tells
+   * the server to drop it and keeps it on the books for its late reply.
+   */
+  #giveUp(id: number, p: Pending, settle: () => void): void {
+    if (p.gaveUp || this.#closed) return;
+    p.gaveUp = true;
+    this.#clearDeadline(p);
+    if (--this.#live === 0) this.#transport.unref();
+    this.post({ c: id });
+    p.onGiveUp?.();
+    settle();
+  }
+
+  #clearDeadline(p: Pending): void {
+    if (p.timer !== undefined) clearTimeout(p.timer);
+    p.timer = undefined;
+    if (p.onAbort) p.signal!.removeEventListener("abort", p.onAbort);
+    p.onAbort = undefined;
   }
 
   #onMessage(message: unknown): void {
     if (typeof message !== "object" || message === null) return;
+    if (this.#pingId !== 0) this.#heard = performance.now();
     const ok = Array.isArray(message);
     const msg: Record<string, unknown> = ok
       ? { i: message[0], r: message[1] }
       : message as Record<string, unknown>;
     const id = msg.i;
     if (typeof id !== "number") return;
+    if (id === this.#pingId && id !== 0) return this.#pinged();
     const p = this.#pending.get(id);
     if (!p) return;
     this.#pending.delete(id);
-    if (this.#pending.size === 0) this.#transport.unref();
-    if (p.onAbort) p.signal!.removeEventListener("abort", p.onAbort);
+    if (p.gaveUp) {
+      this.#late(p, ok, msg);
+      this.#wakeDrain?.();
+    } else {
+      if (--this.#live === 0) this.#transport.unref();
+      this.#clearDeadline(p);
+      this.#settle(p, ok, msg);
+    }
+  }
+
+  #settle(p: Pending, ok: boolean, msg: Record<string, unknown>): void {
     if (!ok) {
       const info = msg.e as { name?: unknown; message?: unknown };
-      if (info.name === CANCELLED && p.aborted !== undefined) {
-        return p.reject(p.aborted);
-      }
       return p.reject(
         reviveError({
-          name: String(info.name),
-          message: String(info.message),
-          stack: `${info.name}: ${info.message}\n    at the manager server`,
+          name: String(info?.name),
+          message: String(info?.message),
+          stack: `${info?.name}: ${info?.message}\n    at the manager server`,
         }, ERROR_CLASSES),
       );
     }
@@ -240,8 +391,93 @@ export class ManagerClient {
     }
   }
 
+  /** The reply of a call settled on the client: undo what it granted. */
+  #late(p: Pending, ok: boolean, msg: Record<string, unknown>): void {
+    if (!p.undo) return;
+    let late: LateReply;
+    if (ok) {
+      try {
+        late = {
+          ok: true,
+          value: decodeWire(msg.r, (r) => this.#proxies.make(this, r)),
+        };
+      } catch (e) {
+        // Nothing to give back that could be read; the hook still hears
+        // that the answer came.
+        late = { ok: false, name: (e as Error).name };
+      }
+    } else {
+      late = { ok: false, name: String((msg.e as { name?: unknown })?.name) };
+    }
+    if (p.undo(late)) this.undone++;
+  }
+
+  /** Whether a call given up on may still bring a grant to undo. */
+  #awaitsUndo(): boolean {
+    for (const p of this.#pending.values()) {
+      if (p.gaveUp && p.undo) return true;
+    }
+    return false;
+  }
+
+  // -- Liveness ---------------------------------------------------------------
+
+  /**
+   * Schedules the next ping. The timer stays armed while calls come and go
+   * (one timer per interval, not one per call); when it fires with nothing
+   * in flight, pinging stops until the next call.
+   */
+  #armPing(): void {
+    this.#pingTimer = setTimeout(() => this.#sendPing(), ping.interval);
+    Deno.unrefTimer(this.#pingTimer);
+  }
+
+  #sendPing(): void {
+    this.#pingTimer = undefined;
+    if (this.#closed || this.#pending.size === 0) return;
+    const id = ++this.#nextId;
+    this.#pingId = id;
+    const sent = performance.now();
+    this.#transport.send([id, 0, "ping", [], this.#thread]);
+    this.#kick?.();
+    const check = (wait: number) => {
+      this.#pingTimer = setTimeout(() => {
+        this.#pingTimer = undefined;
+        if (this.#pending.size === 0) {
+          // Nothing waits on the connection any more: no verdict needed.
+          this.#pingId = 0;
+          return;
+        }
+        const quiet = performance.now() - Math.max(sent, this.#heard);
+        if (quiet < ping.deadline) return check(ping.deadline - quiet);
+        this.fail(
+          `the server did not answer a ping for ${ping.deadline} ms (it is frozen, or the network is down)`,
+        );
+      }, wait);
+      Deno.unrefTimer(this.#pingTimer);
+    };
+    check(ping.deadline);
+  }
+
+  /** The ping's reply came: schedule the next one if calls are in flight. */
+  #pinged(): void {
+    this.#pingId = 0;
+    if (this.#pingTimer !== undefined) clearTimeout(this.#pingTimer);
+    this.#pingTimer = undefined;
+    if (this.#pending.size > 0) this.#armPing();
+  }
+
+  /** Stops pinging (the connection closes). */
+  #stopPing(): void {
+    this.#pingId = 0;
+    if (this.#pingTimer !== undefined) clearTimeout(this.#pingTimer);
+    this.#pingTimer = undefined;
+  }
+
+  // -- References and closing ---------------------------------------------------
+
   /** Gives a proxy's reference back (batched). */
-  decref(id: number): void {
+  decref(id: RefTag["id"]): void {
     if (this.#closed) return;
     if (this.#decrefs.push(id) === 1) {
       queueMicrotask(() => this.#flushDecrefs());
@@ -254,24 +490,57 @@ export class ManagerClient {
     this.post([0, 0, "decref", [ids], 0]);
   }
 
-  /** Rejects everything pending and closes. */
+  /** Rejects everything pending and closes at once (the link is dead). */
   fail(reason: string): void {
     if (this.#closed) return;
     this.#closeReason = reason;
+    this.#dead = true;
+    this.#wakeDrain?.();
     this.close().catch(() => {});
   }
 
-  /** Gives back batched references, rejects what is pending and closes. */
-  async close(): Promise<void> {
-    if (this.#closed) return;
+  /**
+   * Waits briefly for late replies that may need undoing, then gives back
+   * batched references, rejects what is pending and closes; resolves once
+   * the transport is closed (a second call waits for the same).
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    const end = performance.now() + LATE_DRAIN_MS;
+    while (!this.#dead && this.#awaitsUndo()) {
+      const left = end - performance.now();
+      if (left <= 0) break;
+      await new Promise<void>((resolve) => {
+        let timer: ReturnType<typeof setTimeout> | undefined = undefined;
+        const wake = () => {
+          clearTimeout(timer);
+          this.#wakeDrain = undefined;
+          resolve();
+        };
+        this.#wakeDrain = wake;
+        timer = setTimeout(wake, left);
+      });
+    }
     this.#closed = true;
+    this.#stopPing();
     const ids = this.#decrefs.splice(0);
     if (ids.length) this.#transport.send([0, 0, "decref", [ids], 0]);
     for (const [, p] of this.#pending) {
-      if (p.onAbort) p.signal!.removeEventListener("abort", p.onAbort);
+      this.#clearDeadline(p);
+      if (p.gaveUp) {
+        // No reply will come (the drain above waited for a live server):
+        // whatever the server granted stays with the closed connection.
+        p.undo?.({ ok: false, name: "ClosedError" });
+        continue;
+      }
       p.reject(new ClosedError(`Cannot finish the call: ${this.#closeReason}`));
     }
     this.#pending.clear();
+    this.#live = 0;
     this.#transport.unref();
     await this.#transport.close();
   }

@@ -3,7 +3,8 @@
  * makes one, {@linkcode FrameReader} splits a byte stream into messages, and
  * {@linkcode FramedSocket} carries them both ways over a connection. A
  * frame is a big-endian u32 payload length, then the payload (the message
- * as UTF-8 JSON).
+ * as UTF-8 JSON). A frame of length 0 carries nothing and is skipped (a
+ * client opens with one, so that a TLS server refuses it at once).
  *
  * ```ts
  * import { frame, FrameReader } from "./frames.ts";
@@ -40,20 +41,41 @@ export function frame(message: unknown): Uint8Array {
 /** Why a frame reader gave up on a stream. */
 export class FrameError extends Error {
   /**
+   * The length field that was refused, as read (its first bytes tell a TLS
+   * record, `0x15 0x03` or `0x16 0x03`, from garbage).
+   */
+  readonly length: number | undefined;
+
+  /**
    * Makes the error.
    *
    * @param message What was wrong.
+   * @param length The refused length field, if that was the problem.
    */
-  constructor(message: string) {
+  constructor(message: string, length?: number) {
     super(message);
     this.name = "FrameError";
+    this.length = length;
   }
+}
+
+/**
+ * Whether a refused frame length is in fact the start of a TLS record (a
+ * handshake or an alert, TLS 1.x): what a plain peer reads from a TLS one.
+ *
+ * @param length The u32 read where a frame length was expected.
+ * @returns Whether it looks like TLS.
+ */
+export function looksLikeTls(length: number): boolean {
+  const type = length >>> 24, major = (length >>> 16) & 0xff;
+  return (type === 0x15 || type === 0x16) && major === 0x03;
 }
 
 /**
  * Splits a byte stream into frames. A frame longer than `maxBytes` is a
  * fatal {@linkcode FrameError} (the stream cannot be resynchronised); a
- * payload that is not UTF-8 JSON is reported per frame, the stream goes on.
+ * payload that is not UTF-8 JSON is reported per frame, the stream goes on;
+ * an empty frame is skipped.
  */
 export class FrameReader {
   #buf = new Uint8Array(0);
@@ -104,11 +126,13 @@ export class FrameReader {
       if (size > this.maxBytes) {
         throw new FrameError(
           `Cannot read a frame: its length ${size} exceeds the limit of ${this.maxBytes} bytes`,
+          size,
         );
       }
       if (len - at - 4 < size) break;
       const payload = data.subarray(at + 4, at + 4 + size);
       at += 4 + size;
+      if (size === 0) continue;
       let message: unknown;
       try {
         message = JSON.parse(decoder.decode(payload));
@@ -150,10 +174,17 @@ export class FrameReader {
 
 // -- A framed TCP socket ---------------------------------------------------
 
+/** The read buffer of a socket whose frame limit is still small. */
+const SMALL_READ = 4 * 1024;
+/** The read buffer once the frame limit was raised (after the handshake). */
+const LARGE_READ = 64 * 1024;
+
 /**
- * A TCP connection that carries frames both ways: `send` queues a message
- * (frames written in the same tick go out in one write), incoming frames go
- * to `onMessage` in order. Used by both the client and the server.
+ * A TCP (or TLS) connection that carries frames both ways: `send` queues a
+ * message (frames written in the same tick go out in one write), incoming
+ * frames go to `onMessage` in order. Used by both the client and the
+ * server. Its buffers start small (a socket that never authenticates costs
+ * a few KiB) and grow with the traffic.
  *
  * @example Usage
  * ```ts ignore
@@ -168,10 +199,10 @@ export class FrameReader {
 export class FramedSocket {
   readonly #conn: Deno.Conn;
   readonly #reader: FrameReader;
-  #out = new Uint8Array(16 * 1024);
+  #out = new Uint8Array(1024);
   #outView = new DataView(this.#out.buffer);
   #outLen = 0;
-  #spare = new Uint8Array(16 * 1024);
+  #spare = new Uint8Array(1024);
   #flushing: Promise<void> | undefined;
   #closed = false;
   #inbox: unknown[] = [];
@@ -190,7 +221,7 @@ export class FramedSocket {
   /**
    * Wraps a connection and starts reading.
    *
-   * @param conn The TCP connection.
+   * @param conn The TCP or TLS connection.
    * @param maxBytes The largest frame accepted (changeable later through
    *   {@linkcode FramedSocket.maxBytes}).
    */
@@ -232,9 +263,14 @@ export class FramedSocket {
   }
 
   async #readLoop(): Promise<void> {
-    const buf = new Uint8Array(64 * 1024);
+    let buf = new Uint8Array(
+      this.#reader.maxBytes < SMALL_READ ? SMALL_READ : LARGE_READ,
+    );
     try {
       for (;;) {
+        if (buf.length < LARGE_READ && this.#reader.maxBytes >= SMALL_READ) {
+          buf = new Uint8Array(LARGE_READ);
+        }
         const n = await this.#conn.read(buf);
         if (n === null) break;
         this.#reader.push(

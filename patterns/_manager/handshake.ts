@@ -1,11 +1,15 @@
 /**
  * The manager's TCP handshake, a mutual HMAC-SHA256 challenge-response
- * (see `docs/manager-protocol.md`): the server sends `{ proto, version,
- * challenge }`; the client answers `{ proto, version, response, challenge }`
- * with `response = HMAC(key, "dmp-manager/1 client <server nonce> <client
+ * (see `docs/manager-protocol.md`): the client opens with an empty frame
+ * (ignored by a plain server, refused at once by a TLS one); the server
+ * sends `{ proto, version, challenge }` (or `{ e }`, a refusal, when it is
+ * full); the client answers `{ proto, version, response, challenge }` with
+ * `response = HMAC(key, "dmp-manager/1 client <server nonce> <client
  * nonce>")`; the server checks it in constant time and answers `{ ok: true,
  * response }` with its own proof (role `server`), or `{ e }` and closes.
- * Both halves live here, with the key and proof helpers they share.
+ * Before that, anything that is not the expected message (a frame that is
+ * not JSON, another protocol) ends the handshake at once. Both halves live
+ * here, with the key and proof helpers they share.
  *
  * ```ts
  * import {
@@ -43,11 +47,12 @@
 
 import {
   AuthenticationError,
+  ClosedError,
   describeValue,
   timeoutError,
 } from "../_core/errors.ts";
 import { toBase64 } from "./base64.ts";
-import type { FramedSocket } from "./frames.ts";
+import { type FramedSocket, FrameError, looksLikeTls } from "./frames.ts";
 import { DEFAULT_MAX_FRAME, PROTOCOL, PROTOCOL_VERSION } from "./protocol.ts";
 import type { ClientHello, ServerHello, ServerWelcome } from "./protocol.ts";
 
@@ -142,18 +147,58 @@ export function timingSafeEqual(a: unknown, b: string): boolean {
   return diff === 0;
 }
 
-/** Waits for the socket's next message, or `"timeout"` after `ms`. */
-function nextWithin(
-  socket: FramedSocket,
-  ms: number,
-): Promise<unknown> {
+/** What {@linkcode nextWithin} got. */
+type Next =
+  | { kind: "message"; message: unknown }
+  | { kind: "closed"; error: Error | undefined }
+  | { kind: "bad"; error: Error }
+  | { kind: "timeout" };
+
+/**
+ * Waits for the socket's next message during the handshake: a message, the
+ * end of the stream (with the read error, if any), a frame that did not
+ * decode (the handshake ends at once: the peer speaks something else), or
+ * the timeout after `ms`.
+ */
+function nextWithin(socket: FramedSocket, ms: number): Promise<Next> {
   let timer: ReturnType<typeof setTimeout> | undefined;
+  const previous = socket.onBadFrame;
   return Promise.race([
-    socket.next(),
-    new Promise<"timeout">((resolve) => {
-      timer = setTimeout(() => resolve("timeout"), ms);
+    socket.next().then((message): Next =>
+      message === undefined && socket.closed
+        ? { kind: "closed", error: socket.error }
+        : { kind: "message", message }
+    ),
+    new Promise<Next>((resolve) => {
+      // An infinite timeout sets no timer (setTimeout would fire at once).
+      if (ms < 2 ** 31) {
+        timer = setTimeout(() => resolve({ kind: "timeout" }), ms);
+      }
+      socket.onBadFrame = (error) => resolve({ kind: "bad", error });
     }),
-  ]).finally(() => clearTimeout(timer));
+  ]).finally(() => {
+    clearTimeout(timer);
+    socket.onBadFrame = previous;
+  });
+}
+
+/** Why a handshake message was not usable, in words, for logs and errors. */
+function describeNext(n: Next): string {
+  switch (n.kind) {
+    case "timeout":
+      return "no answer in time";
+    case "bad":
+      return "a frame that is not UTF-8 JSON";
+    case "closed":
+      if (n.error instanceof FrameError && n.error.length !== undefined) {
+        return looksLikeTls(n.error.length)
+          ? "a TLS record (the peer speaks TLS)"
+          : `a frame length of ${n.error.length} bytes (not this protocol)`;
+      }
+      return "a closed connection";
+    case "message":
+      return describeValue(n.message);
+  }
 }
 
 function record(message: unknown): Record<string, unknown> {
@@ -170,6 +215,8 @@ export interface ServerHandshakeOptions {
   timeout: number;
   /** The frame limit the socket gets once the client is authenticated. */
   maxFrameBytes: number;
+  /** Gets why a client was refused, in words (for the server's log). */
+  onRefused?: (reason: string) => void;
 }
 
 /**
@@ -177,7 +224,9 @@ export interface ServerHandshakeOptions {
  * challenge, checks the client's proof in constant time, and answers with
  * its own proof, then raises the socket's frame limit. A client that speaks
  * another protocol, proves the wrong key or stays silent past the timeout
- * is sent `{ e }` (an `AuthenticationError`) instead; the caller closes.
+ * is sent `{ e }` (an `AuthenticationError`) instead, and its reason goes
+ * to `options.onRefused`; the caller closes. A first frame that is not a
+ * hello ends it at once (it does not wait for the timeout).
  *
  * @param socket The accepted connection (its frame limit still the
  *   handshake's).
@@ -198,9 +247,18 @@ export async function serverHandshake(
       challenge,
     } satisfies ServerHello,
   );
-  const hello = await nextWithin(socket, options.timeout);
-  const h = record(hello === "timeout" ? undefined : hello);
+  const next = await nextWithin(socket, options.timeout);
+  const h = record(next.kind === "message" ? next.message : undefined);
   if (h.proto !== PROTOCOL || h.version !== PROTOCOL_VERSION) {
+    options.onRefused?.(
+      next.kind === "timeout"
+        ? `no handshake within ${options.timeout} ms`
+        : next.kind === "message"
+        ? `not a ${PROTOCOL} version ${PROTOCOL_VERSION} hello (${
+          describeValue(h.proto)
+        } version ${describeValue(h.version)})`
+        : `not a ${PROTOCOL} client (it sent ${describeNext(next)})`,
+    );
     socket.send({
       e: {
         name: "AuthenticationError",
@@ -217,6 +275,7 @@ export async function serverHandshake(
     typeof h.challenge !== "string" || h.challenge.length > 100 ||
     !timingSafeEqual(h.response, expected)
   ) {
+    options.onRefused?.("wrong authkey");
     socket.send({
       e: {
         name: "AuthenticationError",
@@ -243,22 +302,58 @@ export interface ClientHandshakeOptions {
   peer: string;
   /** How long to wait for each server message, in ms. */
   timeout: number;
+  /** Whether the socket runs over TLS (see {@linkcode nudge}). */
+  tls?: boolean;
 }
 
 /**
- * The client's half of the handshake on a fresh socket: checks the
- * server's greeting, answers its challenge with a proof and a challenge of
- * its own, checks the server's proof in constant time, then raises the
- * socket's frame limit to {@linkcode DEFAULT_MAX_FRAME}. On any failure the
- * socket is closed before the error is thrown.
+ * Sends empty frames at 1, 2, 4 … 64 ms until stopped. Over TLS the
+ * server's greeting would otherwise sit about 40 ms in the server's kernel:
+ * Deno's TLS server writes its session tickets first and cannot turn
+ * Nagle's algorithm off, so the greeting waits for the tickets'
+ * acknowledgement, which a client with nothing to send delays by 40 ms.
+ * Each empty frame carries that acknowledgement at once (the server skips
+ * empty frames).
+ *
+ * @param socket The client's socket.
+ * @returns Stops the nudging.
+ */
+function nudge(socket: FramedSocket): () => void {
+  let delay = 1;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const next = () => {
+    timer = setTimeout(() => {
+      socket.sendRaw(OPENING);
+      delay *= 2;
+      if (delay <= 64) next();
+    }, delay);
+  };
+  next();
+  return () => clearTimeout(timer);
+}
+
+/** The empty frame a client opens with (see the module doc). */
+const OPENING = new Uint8Array(4);
+
+/**
+ * The client's half of the handshake on a fresh socket: opens with an
+ * empty frame, checks the server's greeting, answers its challenge with a
+ * proof and a challenge of its own, checks the server's proof in constant
+ * time, then raises the socket's frame limit to
+ * {@linkcode DEFAULT_MAX_FRAME}. On any failure the socket is closed before
+ * the error is thrown; a peer that sends anything unexpected fails it at
+ * once.
  *
  * @param socket The new connection (its frame limit still the
  *   handshake's).
  * @param authkey The shared secret's bytes ({@linkcode authkeyBytes}).
  * @param options How to name the server, and how long to wait.
  * @returns The server's nonce (it names this server's session).
- * @throws {AuthenticationError} If the peer does not speak the protocol,
- *   refuses the key, or fails to prove it knows it.
+ * @throws {AuthenticationError} If the peer does not speak the protocol
+ *   (a TLS server to a plain client included), refuses the key, or fails
+ *   to prove it knows it.
+ * @throws {ClosedError} If the server refused the connection because it
+ *   is full.
  * @throws {DOMException} A `TimeoutError` if the server does not answer in
  *   time.
  */
@@ -268,28 +363,49 @@ export async function clientHandshake(
   options: ClientHandshakeOptions,
 ): Promise<string> {
   const { peer, timeout } = options;
+  let stopNudging: (() => void) | undefined;
   const fail = async (error: Error): Promise<never> => {
     await socket.close().catch(() => {});
     throw error;
   };
   try {
+    socket.sendRaw(OPENING);
+    if (options.tls) stopNudging = nudge(socket);
     const key = await hmacKey(authkey);
-    const hello = await nextWithin(socket, timeout);
-    if (hello === "timeout") {
+    const next = await nextWithin(socket, timeout);
+    stopNudging?.();
+    if (next.kind === "timeout") {
       return await fail(timeoutError(
         `Cannot connect to ${peer}: no handshake within ${timeout} ms`,
       ));
     }
-    const h = record(hello);
+    const h = record(next.kind === "message" ? next.message : undefined);
+    const refusal = record(h.e);
+    if (typeof refusal.message === "string") {
+      // Refused before the handshake: the server is full.
+      const message = refusal.message.replace(
+        /^Cannot connect:/,
+        `Cannot connect to ${peer}:`,
+      );
+      return await fail(
+        refusal.name === "ClosedError"
+          ? new ClosedError(message)
+          : new AuthenticationError(message),
+      );
+    }
     if (
       h.proto !== PROTOCOL || h.version !== PROTOCOL_VERSION ||
       typeof h.challenge !== "string"
     ) {
+      const tls = next.kind === "closed" && next.error instanceof FrameError &&
+        next.error.length !== undefined && looksLikeTls(next.error.length);
       return await fail(
         new AuthenticationError(
-          `Cannot connect to ${peer}: the peer does not speak ${PROTOCOL} version ${PROTOCOL_VERSION} (received ${
-            hello === undefined ? "a closed connection" : describeValue(hello)
-          })`,
+          tls
+            ? `Cannot connect to ${peer}: the server speaks TLS: connect with the tls option`
+            : `Cannot connect to ${peer}: the peer does not speak ${PROTOCOL} version ${PROTOCOL_VERSION} (received ${
+              describeNext(next)
+            })`,
         ),
       );
     }
@@ -302,7 +418,13 @@ export async function clientHandshake(
         challenge: mine,
       } satisfies ClientHello,
     );
-    const a = record(await nextWithin(socket, timeout));
+    const answer = await nextWithin(socket, timeout);
+    if (answer.kind === "timeout") {
+      return await fail(timeoutError(
+        `Cannot connect to ${peer}: no answer to the handshake within ${timeout} ms`,
+      ));
+    }
+    const a = record(answer.kind === "message" ? answer.message : undefined);
     if (a.ok !== true) {
       const e = a.e as { message?: unknown } | undefined;
       return await fail(
@@ -326,5 +448,7 @@ export async function clientHandshake(
   } catch (e) {
     await socket.close().catch(() => {});
     throw e;
+  } finally {
+    stopNudging?.();
   }
 }

@@ -9,6 +9,7 @@
 import { checkTimeout } from "../_core/deadline.ts";
 import {
   ClosedError,
+  describeValue,
   reviveError,
   WorkerCrashedError,
 } from "../_core/errors.ts";
@@ -16,15 +17,18 @@ import { currentThreadId } from "../_core/runtime.ts";
 import { isPlainObject } from "../_core/walk.ts";
 import { type ManagedWorker, spawnWorker } from "../_core/worker.ts";
 import { authkeyBytes } from "./handshake.ts";
+import { checkClientTls } from "./transports.ts";
 import { allocateLink } from "./link.ts";
-import type { DictKey, TypeId } from "./protocol.ts";
+import { checkName, type DictKey, type TypeId } from "./protocol.ts";
 import { ERROR_CLASSES, ManagerClient } from "./client.ts";
 import { checkPort } from "./serve.ts";
 import type { ServerStats } from "./server/core.ts";
 import type { RegisteredType } from "./server/hosted.ts";
+import { stateOf } from "./proxies/base.ts";
 import {
   type ArrayProxy,
   type BarrierProxy,
+  BaseProxy,
   type BoundedSemaphoreProxy,
   type ConditionProxy,
   type DictProxy,
@@ -99,6 +103,11 @@ export interface ManagerConnectOptions {
   authkey: string | Uint8Array;
   /** How long the connection and handshake may take, in ms (default 10 s). */
   timeout?: number;
+  /**
+   * Connect over TLS (to `serve({ tls })`); `caCerts` (PEM) are trusted
+   * besides the system's roots, e.g. a self-signed server certificate.
+   */
+  tls?: { caCerts?: string[] };
 }
 
 /**
@@ -235,7 +244,9 @@ export class Manager implements AsyncDisposable {
    *
    * @param options Where, and the authkey.
    * @returns The manager.
-   * @throws {AuthenticationError} If either side refused the other's key.
+   * @throws {AuthenticationError} If either side refused the other's key,
+   *   or TLS failed (a plain server, an untrusted certificate).
+   * @throws {ClosedError} If the server is full (`maxConnections`).
    * @throws {TypeError} If `authkey` is not a non-empty string or bytes.
    */
   static async connect(options: ManagerConnectOptions): Promise<Manager> {
@@ -245,6 +256,7 @@ export class Manager implements AsyncDisposable {
       hostname: options.hostname ?? "127.0.0.1",
       port,
       authkey,
+      tls: checkClientTls(options.tls, "connect"),
     }, checkTimeout(options.timeout ?? 10_000, "connect"));
     return new Manager(client);
   }
@@ -447,6 +459,167 @@ export class Manager implements AsyncDisposable {
     return await this.#client.call(0, "create", [typeid, ...args]) as Remote<
       T
     >;
+  }
+
+  /**
+   * The object bound to `name` on the server, made by `factory` only if the
+   * name is free: how programs — on one machine or many — share one object
+   * (Python's `register("get_queue", callable=lambda: queue)`). It is
+   * atomic: any number of clients racing on one name all get proxies to one
+   * object. A named object lives while it is named, even with no client
+   * connected ({@linkcode Manager.unname} lets it go).
+   *
+   * `factory` should make a fresh object of this manager (e.g.
+   * `() => manager.queue()`); `named` takes its proxy over: that proxy is
+   * returned when its object got the name, and dropped when another
+   * client's object had it first. A factory that throws makes `named`
+   * reject with its error and leaves the name free. The proxy returned is of
+   * the class of the object the name is bound to.
+   *
+   * @example Two clients share a queue by name
+   * ```ts
+   * import { Manager, serve } from "@dmp/multiprocessing/server-process";
+   * import { strict as assert } from "node:assert";
+   *
+   * await using server = await serve({ port: 0, authkey: "secret" });
+   * const where = { port: server.addr.port, authkey: "secret" };
+   * await using producer = await Manager.connect(where);
+   * await using consumer = await Manager.connect(where);
+   * const jobs = await producer.named("jobs", () => producer.queue<string>());
+   * await jobs.put("job 1");
+   * const same = await consumer.named("jobs", () => consumer.queue<string>());
+   * assert.equal(await same.get(), "job 1");
+   * ```
+   *
+   * @typeParam P The proxy's class.
+   * @param name The name (1 to 1024 characters).
+   * @param factory Makes the object if the name is free.
+   * @returns The proxy of the object bound to `name`.
+   * @throws {TypeError} If `name` is not a valid name, or `factory` does
+   *   not give a proxy of this manager.
+   */
+  async named<P extends BaseProxy>(
+    name: string,
+    factory: () => P | Promise<P>,
+  ): Promise<P> {
+    this.#checkUp("name an object");
+    checkName(name, "name an object");
+    if (typeof factory !== "function") {
+      throw new TypeError(
+        `Cannot name an object ${
+          describeValue(name)
+        }: expected a factory function such as () => manager.queue(), received ${
+          describeValue(factory)
+        }`,
+      );
+    }
+    const found = await this.#client.call(0, "lookup", [name]);
+    if (found !== undefined) return found as P;
+    const fresh = await factory();
+    if (
+      !(fresh instanceof BaseProxy) ||
+      stateOf(fresh).client.serverId !== this.#client.serverId
+    ) {
+      throw new TypeError(
+        `Cannot name an object ${
+          describeValue(name)
+        }: the factory must give a proxy of this manager (e.g. () => manager.queue()), it gave ${
+          describeValue(fresh)
+        }`,
+      );
+    }
+    let bound: unknown;
+    try {
+      // `null`: ours got the name; else the proxy of the object that has it.
+      bound = await this.#client.call(0, "name", [name, fresh]);
+    } catch (e) {
+      fresh.drop();
+      throw e;
+    }
+    if (bound === null) return fresh;
+    fresh.drop();
+    return bound as P;
+  }
+
+  /**
+   * The object bound to `name` (see {@linkcode Manager.named}).
+   *
+   * @example Usage
+   * ```ts
+   * import { Manager, type ValueProxy } from "@dmp/multiprocessing/server-process";
+   * import { strict as assert } from "node:assert";
+   *
+   * await using manager = await Manager.start();
+   * assert.equal(await manager.lookup("hits"), undefined);
+   * await manager.named("hits", () => manager.value("i", 0));
+   * const hits = await manager.lookup<ValueProxy<number>>("hits");
+   * assert.equal(await hits!.add(1), 1);
+   * ```
+   *
+   * @typeParam P The proxy's class.
+   * @param name The name.
+   * @returns Its proxy (of the bound object's class), or `undefined` if the
+   *   name is not bound.
+   */
+  async lookup<P extends BaseProxy = BaseProxy>(
+    name: string,
+  ): Promise<P | undefined> {
+    this.#checkUp("look up a name");
+    checkName(name, "look up a name");
+    return await this.#client.call(0, "lookup", [name]) as P | undefined;
+  }
+
+  /**
+   * The names bound on the server, oldest first.
+   *
+   * @example Usage
+   * ```ts
+   * import { Manager } from "@dmp/multiprocessing/server-process";
+   * import { strict as assert } from "node:assert";
+   *
+   * await using manager = await Manager.start();
+   * await manager.named("jobs", () => manager.queue());
+   * await manager.named("results", () => manager.dict());
+   * assert.deepEqual(await manager.names(), ["jobs", "results"]);
+   * ```
+   *
+   * @returns The names.
+   */
+  async names(): Promise<string[]> {
+    this.#checkUp("list names");
+    return await this.#client.call(0, "names", []) as string[];
+  }
+
+  /**
+   * Unbinds `name`. The object lives on while proxies or containers refer
+   * to it, and is freed when nothing does.
+   *
+   * @example Usage
+   * ```ts
+   * import { Manager } from "@dmp/multiprocessing/server-process";
+   * import { strict as assert } from "node:assert";
+   *
+   * await using manager = await Manager.start();
+   * const jobs = await manager.named("jobs", () => manager.queue());
+   * assert.equal(await manager.unname("jobs"), true);
+   * assert.equal(await manager.unname("jobs"), false);
+   * assert.equal(await manager.lookup("jobs"), undefined);
+   * jobs.drop();
+   * ```
+   *
+   * @param name The name.
+   * @returns Whether it was bound.
+   */
+  async unname(name: string): Promise<boolean> {
+    this.#checkUp("unname");
+    checkName(name, "unname");
+    return await this.#client.call(0, "unname", [name]) as boolean;
+  }
+
+  #checkUp(what: string): void {
+    if (this.#down) {
+      throw new ClosedError(`Cannot ${what}: the manager is shut down`);
+    }
   }
 
   /** Returns the server's live object and connection counts. */

@@ -19,6 +19,8 @@
  * @module
  */
 
+import { describeValue } from "../_core/errors.ts";
+
 /** The protocol's name, sent in the handshake. */
 export const PROTOCOL = "dmp-manager";
 /** The protocol version this code speaks. */
@@ -66,6 +68,7 @@ const QUEUE_METHODS = [
   "closed",
   "taskDone",
   "join",
+  "putBack",
 ] as const;
 
 /**
@@ -122,7 +125,23 @@ export const METHODS = {
 /** The method names of a built-in type. */
 export type MethodName<T extends TypeId> = (typeof METHODS)[T][number];
 
-/** The id of the manager itself, the root object. */
+/**
+ * A managed object's id: a bearer capability. The server makes it from
+ * {@linkcode OBJECT_ID_BYTES} random bytes (base64url), so it cannot be
+ * guessed; holding it is the right to use the object.
+ */
+export type ObjectId = string;
+
+/** How many random bytes an object id is made of (96 bits). */
+export const OBJECT_ID_BYTES = 12;
+
+/** The longest object id a peer may send (longer ones are refused unread). */
+export const MAX_OBJECT_ID = 64;
+
+/** The longest name the root's `name`, `lookup` and `unname` take (UTF-16 units). */
+export const MAX_NAME = 1024;
+
+/** The id of the manager itself, the root object (the only numeric id). */
 export const ROOT_ID = 0;
 
 /** The root object's methods. */
@@ -134,6 +153,11 @@ export const ROOT_METHODS = [
   "pin",
   "claim",
   "methods",
+  "ping",
+  "name",
+  "lookup",
+  "names",
+  "unname",
 ] as const;
 
 /** A method of the root object. */
@@ -147,6 +171,26 @@ export type RootMethod = (typeof ROOT_METHODS)[number];
  */
 export function isTypeId(type: string): type is TypeId {
   return Object.hasOwn(METHODS, type);
+}
+
+/**
+ * Checks a name given to `named`, `lookup` or `unname` (either side).
+ *
+ * @param name The name.
+ * @param what The action, for the error.
+ * @returns The name.
+ * @throws {TypeError} If it is not a string of 1 to {@linkcode MAX_NAME}
+ *   characters.
+ */
+export function checkName(name: unknown, what: string): string {
+  if (typeof name !== "string" || name.length === 0 || name.length > MAX_NAME) {
+    throw new TypeError(
+      `Cannot ${what}: a name must be a string of 1 to ${MAX_NAME} characters, received ${
+        describeValue(name)
+      }`,
+    );
+  }
+  return name;
 }
 
 // -- Values ------------------------------------------------------------------
@@ -173,7 +217,7 @@ export type DictKey = string | number | bigint | boolean;
 /** A reference to a managed object inside an encoded value. */
 export interface RefTag {
   /** The object's id on the server. */
-  id: number;
+  id: ObjectId;
   /** The object's type: a {@linkcode TypeId} or a registered type's id. */
   type: string;
 }
@@ -187,7 +231,7 @@ export interface RefTag {
  */
 export type Request = [
   id: number,
-  object: number,
+  object: typeof ROOT_ID | ObjectId,
   method: string,
   args: unknown,
   thread: number,
@@ -239,7 +283,7 @@ export interface LinkMemory {
 export type ControlMessage =
   | { x: "bye" }
   | { x: "thread"; t: number }
-  | { x: "attach"; port: MessagePort; mem: LinkMemory; ids: number[] };
+  | { x: "attach"; port: MessagePort; mem: LinkMemory; ids: ObjectId[] };
 
 /** Server to client, first handshake message. */
 export interface ServerHello {

@@ -9,7 +9,14 @@ import { describeValue } from "../_core/errors.ts";
 import { authkeyBytes } from "./handshake.ts";
 import { ServerCore, type ServerStats } from "./server/core.ts";
 import { loadRegister, type RegisteredType } from "./server/hosted.ts";
-import { startTcpServer, type TcpServer } from "./server/tcp.ts";
+import {
+  DEFAULT_MAX_CONNECTIONS,
+  type ServeEvent,
+  startTcpServer,
+  type TcpServer,
+} from "./server/tcp.ts";
+
+export type { ServeEvent };
 
 /**
  * Checks a TCP port option.
@@ -62,6 +69,26 @@ export interface ServeOptions {
   register?: Record<string, RegisteredType>;
   /** The largest frame accepted, in bytes (default 16 MiB). */
   maxFrameBytes?: number;
+  /**
+   * How many connections may be open at once (default 1024), counting every
+   * socket, authenticated or not, workers' proxy connections included. A
+   * connection past it is refused at once: its client gets a `ClosedError`
+   * saying the server is full.
+   */
+  maxConnections?: number;
+  /**
+   * Serve over TLS (`Deno.listenTls`) with this certificate chain and
+   * private key, both PEM; clients connect with `Manager.connect({ tls })`.
+   * A plain client is refused at once (it reports that the server speaks
+   * TLS).
+   */
+  tls?: { cert: string; key: string };
+  /**
+   * Gets each connection, refused client and disconnect (and accept errors
+   * the server retries past). Nothing is logged without it; the `serve` CLI
+   * prints them on stderr. Must not throw (a throw is ignored).
+   */
+  onEvent?: (event: ServeEvent) => void;
 }
 
 /**
@@ -123,11 +150,14 @@ export class ManagerServer implements AsyncDisposable {
 }
 
 /**
- * Starts a manager server on TCP in this thread. Clients authenticate with
- * a mutual HMAC-SHA256 challenge-response (see `docs/manager-protocol.md`);
- * a client with a wrong key gets `AuthenticationError`; a peer that sends
- * anything malformed gets an error or loses its connection, and every
- * other client is served on.
+ * Starts a manager server on TCP (or TLS, with `tls`) in this thread.
+ * Clients authenticate with a mutual HMAC-SHA256 challenge-response (see
+ * `docs/manager-protocol.md`); a client with a wrong key gets
+ * `AuthenticationError`; a peer that sends anything malformed gets an
+ * error or loses its connection, and every other client is served on. At
+ * most `maxConnections` connections are open at once (the excess is
+ * refused at once), and no accept error (out of file descriptors, say)
+ * stops the server from accepting later connections.
  *
  * @example Usage
  * ```ts
@@ -139,20 +169,85 @@ export class ManagerServer implements AsyncDisposable {
  * await server.shutdown();
  * ```
  *
- * @param options Where, the key, and user types.
+ * @param options Where, the key, user types, limits, TLS and logging.
  * @returns The running server.
- * @throws {TypeError} If `authkey` is not a non-empty string or bytes.
+ * @throws {TypeError} If `authkey` is not a non-empty string or bytes, or
+ *   `tls` is not `{ cert, key }` with PEM strings Deno accepts.
+ * @throws {RangeError} If `port` or `maxConnections` is out of range.
  */
 export async function serve(options: ServeOptions): Promise<ManagerServer> {
   const authkey = authkeyBytes(options?.authkey, "serve");
   const port = checkPort(options.port, 0, "serve");
+  const maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+  if (!Number.isInteger(maxConnections) || maxConnections < 1) {
+    throw new RangeError(
+      `Cannot serve: maxConnections must be a positive integer, received ${
+        describeValue(options.maxConnections)
+      }`,
+    );
+  }
+  const tls = checkTls(options.tls);
+  if (options.onEvent !== undefined && typeof options.onEvent !== "function") {
+    throw new TypeError(
+      `Cannot serve: onEvent must be a function, received ${
+        describeValue(options.onEvent)
+      }`,
+    );
+  }
   const core = new ServerCore();
   core.hosted = await loadRegister(options.register);
-  const tcp = startTcpServer(core, {
-    hostname: options.hostname ?? "127.0.0.1",
-    port,
-    authkey,
-    maxFrameBytes: options.maxFrameBytes,
-  });
+  let tcp: TcpServer;
+  try {
+    tcp = startTcpServer(core, {
+      hostname: options.hostname ?? "127.0.0.1",
+      port,
+      authkey,
+      maxFrameBytes: options.maxFrameBytes,
+      maxConnections,
+      tls,
+      onEvent: options.onEvent,
+    });
+  } catch (e) {
+    core.close();
+    if (tls && e instanceof Error && !(e instanceof Deno.errors.AddrInUse)) {
+      throw new TypeError(
+        `Cannot serve over TLS: the certificate or key was refused (${e.message})`,
+        { cause: e },
+      );
+    }
+    throw e;
+  }
   return new ManagerServer(core, tcp);
+}
+
+/**
+ * Checks the `tls` option of {@linkcode serve}.
+ *
+ * @param tls The option.
+ * @returns The certificate and key, or `undefined` for plain TCP.
+ * @throws {TypeError} If it is not `{ cert, key }` with two PEM strings.
+ */
+function checkTls(
+  tls: unknown,
+): { cert: string; key: string } | undefined {
+  if (tls === undefined) return undefined;
+  const t = (typeof tls === "object" && tls !== null ? tls : {}) as Record<
+    string,
+    unknown
+  >;
+  if (
+    typeof t.cert !== "string" || !t.cert.includes("-----BEGIN") ||
+    typeof t.key !== "string" || !t.key.includes("-----BEGIN")
+  ) {
+    throw new TypeError(
+      `Cannot serve over TLS: tls must be { cert, key } with PEM strings, received ${
+        typeof tls === "object" && tls !== null
+          ? `{ cert: ${describeValue(t.cert)}, key: ${
+            typeof t.key === "string" ? "a string" : describeValue(t.key)
+          } }`
+          : describeValue(tls)
+      }`,
+    );
+  }
+  return { cert: t.cert, key: t.key };
 }

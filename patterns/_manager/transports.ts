@@ -1,12 +1,17 @@
 /**
  * The client's two transports: a shared-memory link to an embedded server
- * (with the reply pump that spins, then sleeps) and a framed TCP socket to
- * a remote one, opened by {@linkcode connectSocket} (the handshake itself
- * is `handshake.ts`'s).
+ * (with the reply pump that spins, then sleeps) and a framed TCP (or TLS)
+ * socket to a remote one, opened by {@linkcode connectSocket} within one
+ * deadline (the handshake itself is `handshake.ts`'s).
  *
  * @module
  */
 
+import {
+  AuthenticationError,
+  describeValue,
+  timeoutError,
+} from "../_core/errors.ts";
 import { holdEventLoop } from "../_core/wait.ts";
 import { isThreadAlive } from "../_core/runtime.ts";
 import { FramedSocket } from "./frames.ts";
@@ -110,30 +115,144 @@ export interface RemoteParams {
   port: number;
   /** The shared secret. */
   authkey: Uint8Array;
+  /**
+   * Connect over TLS; `caCerts` (PEM) are trusted besides the system's
+   * roots (a self-signed server certificate goes here).
+   */
+  tls?: { caCerts?: string[] };
 }
 
 /**
- * Connects to a remote server and runs the client half of the handshake;
- * resolves to the authenticated socket and the server's id.
+ * Checks the `tls` option of a client (`Manager.connect`).
+ *
+ * @param tls The option.
+ * @param what The call, for the error message.
+ * @returns A copy, or `undefined` for plain TCP.
+ * @throws {TypeError} If it is not `{ caCerts? }` with PEM strings.
+ */
+export function checkClientTls(
+  tls: unknown,
+  what: string,
+): { caCerts?: string[] } | undefined {
+  if (tls === undefined) return undefined;
+  const caCerts = typeof tls === "object" && tls !== null
+    ? (tls as { caCerts?: unknown }).caCerts
+    : null;
+  if (
+    caCerts === undefined ||
+    (Array.isArray(caCerts) &&
+      caCerts.every((c) => typeof c === "string" && c.includes("-----BEGIN")))
+  ) {
+    return caCerts === undefined ? {} : { caCerts: [...caCerts] };
+  }
+  throw new TypeError(
+    `Cannot ${what} over TLS: tls must be { caCerts?: string[] } with PEM certificates, received ${
+      caCerts === null
+        ? describeValue(tls)
+        : `caCerts ${describeValue(caCerts)}`
+    }`,
+  );
+}
+
+/**
+ * Opens the TCP connection, and the TLS session over it when asked, within
+ * `timeout` ms; a TLS failure is an `AuthenticationError` naming TLS.
+ */
+async function openConn(
+  params: RemoteParams,
+  timeout: number,
+  peer: string,
+): Promise<Deno.Conn> {
+  const abort = new AbortController();
+  let timedOut = false;
+  // An infinite timeout sets no timer (setTimeout would fire at once).
+  const timer = timeout < 2 ** 31
+    ? setTimeout(() => {
+      timedOut = true;
+      abort.abort();
+    }, timeout)
+    : undefined;
+  let tcp: Deno.TcpConn | undefined;
+  try {
+    tcp = await Deno.connect({
+      hostname: params.hostname,
+      port: params.port,
+      transport: "tcp",
+      signal: abort.signal,
+    });
+    try {
+      tcp.setNoDelay(true);
+    } catch {
+      // not fatal
+    }
+    if (!params.tls) return tcp;
+    const conn = await Deno.startTls(tcp, {
+      hostname: params.hostname,
+      caCerts: params.tls.caCerts,
+    });
+    tcp = undefined; // the TLS connection owns it now
+    const closeOnAbort = () => {
+      try {
+        conn.close();
+      } catch {
+        // already closed
+      }
+    };
+    abort.signal.addEventListener("abort", closeOnAbort, { once: true });
+    try {
+      await conn.handshake();
+    } catch (e) {
+      closeOnAbort();
+      if (timedOut) throw e;
+      const message = e instanceof Error ? e.message : String(e);
+      throw new AuthenticationError(
+        `Cannot connect to ${peer} over TLS: the TLS handshake failed (${message})${
+          /InvalidContentType|corrupt message/i.test(message)
+            ? ": the server does not speak TLS (connect without the tls option)"
+            : ""
+        }`,
+        { cause: e },
+      );
+    } finally {
+      abort.signal.removeEventListener("abort", closeOnAbort);
+    }
+    return conn;
+  } catch (e) {
+    try {
+      tcp?.close();
+    } catch {
+      // already closed
+    }
+    if (timedOut) {
+      throw timeoutError(
+        `Cannot connect to ${peer}: no ${
+          params.tls ? "TLS " : ""
+        }connection within ${timeout} ms`,
+      );
+    }
+    throw e;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Connects to a remote server (over TLS when `params.tls` is set) and runs
+ * the client half of the handshake, all within `timeout` ms; resolves to
+ * the authenticated socket and the server's id.
  */
 export async function connectSocket(
   params: RemoteParams,
   timeout: number,
 ): Promise<{ socket: FramedSocket; serverId: string }> {
-  const tcp = await Deno.connect({
-    hostname: params.hostname,
-    port: params.port,
-    transport: "tcp",
-  });
-  try {
-    tcp.setNoDelay(true);
-  } catch {
-    // not fatal
-  }
-  const socket = new FramedSocket(tcp, HANDSHAKE_MAX_FRAME);
+  const peer = `${params.hostname}:${params.port}`;
+  const start = performance.now();
+  const conn = await openConn(params, timeout, peer);
+  const socket = new FramedSocket(conn, HANDSHAKE_MAX_FRAME);
   const challenge = await clientHandshake(socket, params.authkey, {
-    peer: `${params.hostname}:${params.port}`,
-    timeout,
+    peer,
+    timeout: Math.max(1, timeout - (performance.now() - start)),
+    tls: params.tls !== undefined,
   });
   return { socket, serverId: `tcp:${challenge}` };
 }

@@ -20,7 +20,12 @@
 
 import { describeValue } from "../_core/errors.ts";
 import { fromBase64, toBase64 } from "./base64.ts";
-import { MAX_DEPTH, type RefTag } from "./protocol.ts";
+import {
+  MAX_DEPTH,
+  MAX_OBJECT_ID,
+  type ObjectId,
+  type RefTag,
+} from "./protocol.ts";
 
 /** The key that marks a tagged value in the encoded tree. */
 const TAG = "$t";
@@ -157,6 +162,18 @@ export function encodeWire(
   );
 }
 
+/**
+ * Whether a value has the shape of an object id (a short base64url string);
+ * whether it names a live object is the server's question.
+ *
+ * @param id What a peer sent.
+ * @returns Whether it may be an object id.
+ */
+export function isObjectIdShape(id: unknown): id is ObjectId {
+  return typeof id === "string" && id.length > 0 &&
+    id.length <= MAX_OBJECT_ID && /^[A-Za-z0-9_-]+$/.test(id);
+}
+
 function bad(what: string): never {
   throw new TypeError(`Cannot decode a manager value: ${what}`);
 }
@@ -279,11 +296,11 @@ export function decodeWire(
     }
     case "ref": {
       const id = rec.id, type = rec.type;
-      if (!Number.isSafeInteger(id) || typeof type !== "string") {
+      if (!isObjectIdShape(id) || typeof type !== "string") {
         bad("bad reference");
       }
       if (!refs) bad("references are not accepted here");
-      return refs({ id: id as number, type });
+      return refs({ id, type });
     }
     default:
       return bad(`unknown tag ${describeValue(rec[TAG])}`);

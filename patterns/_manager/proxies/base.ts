@@ -11,7 +11,7 @@ import { kShare } from "../../_core/share.ts";
 import type { ShareContext, SharedHandle } from "../../_core/share.ts";
 import { nonce } from "../handshake.ts";
 import { allocateLink } from "../link.ts";
-import type { RefTag } from "../protocol.ts";
+import type { ObjectId, RefTag } from "../protocol.ts";
 import { type CallOptions, ManagerClient } from "../client.ts";
 
 /** The share type of a proxy on its way into a worker. */
@@ -24,8 +24,8 @@ const REVIVER_MODULE = new URL("./mod.ts", import.meta.url).href;
 export interface ProxyState {
   /** The connection its calls go through. */
   client: ManagerClient;
-  /** The object's id in the server. */
-  id: number;
+  /** The object's id in the server (a capability: keep it private). */
+  id: ObjectId;
   /** The object's type id. */
   type: string;
   /** Whether its reference was given back. */
@@ -36,16 +36,22 @@ export interface ProxyState {
 
 let readState: (p: BaseProxy) => ProxyState;
 
+/**
+ * The proxies behind JS `Proxy` wrappers (a registered type's proxy, see
+ * `object.ts`): a private field cannot be read through a wrapper.
+ */
+export const wrapped: WeakMap<object, BaseProxy> = new WeakMap();
+
 /** The state of a proxy (its private field, for this folder). */
 export function stateOf(proxy: BaseProxy): ProxyState {
-  return readState(proxy);
+  return readState(wrapped.get(proxy) ?? proxy);
 }
 
 /** Gives a collected proxy's reference back. */
 export const finalizer: FinalizationRegistry<
-  { client: ManagerClient; id: number }
+  { client: ManagerClient; id: ObjectId }
 > = new FinalizationRegistry<
-  { client: ManagerClient; id: number }
+  { client: ManagerClient; id: ObjectId }
 >((h) => h.client.decref(h.id));
 
 /** Calls `method` on the proxy's object (after its connection is ready). */
@@ -78,12 +84,12 @@ export function refOf(client: ManagerClient, v: object): RefTag | undefined {
   const s = stateOf(v);
   if (s.client.serverId !== client.serverId) {
     throw new TypeError(
-      `Cannot send a proxy of another manager: ${s.type} ${s.id} belongs to a different server`,
+      `Cannot send a proxy of another manager: this ${s.type} belongs to a different server`,
     );
   }
   if (s.released) {
     throw new ClosedError(
-      `Cannot send a released proxy (${s.type} ${s.id})`,
+      `Cannot send a released ${s.type} proxy`,
     );
   }
   return { id: s.id, type: s.type };
@@ -121,7 +127,7 @@ export class BaseProxy implements Disposable {
    * @param id The object's id.
    * @param type The object's type.
    */
-  constructor(client: unknown, id: number, type: string) {
+  constructor(client: unknown, id: ObjectId, type: string) {
     if (!(client instanceof ManagerClient)) {
       throw new TypeError(
         "Cannot make a proxy directly: use a Manager factory such as manager.dict()",
@@ -188,6 +194,7 @@ export class BaseProxy implements Disposable {
           hostname: r.hostname,
           tcpPort: r.port,
           authkey: r.authkey,
+          tls: r.tls,
         },
       };
     }

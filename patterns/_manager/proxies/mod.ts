@@ -11,7 +11,7 @@
 import { currentThreadId } from "../../_core/runtime.ts";
 import { registerShareable } from "../../_core/share.ts";
 import { isTypeId } from "../protocol.ts";
-import type { LinkMemory, RefTag, TypeId } from "../protocol.ts";
+import type { LinkMemory, ObjectId, RefTag, TypeId } from "../protocol.ts";
 import { ManagerClient, type ProxyBinding } from "../client.ts";
 import { finalizer, refOf, SHARE_TYPE, stateOf } from "./base.ts";
 import type { BaseProxy } from "./base.ts";
@@ -30,7 +30,11 @@ export * from "./value.ts";
 export { ObjectProxy, type Remote } from "./object.ts";
 
 /** A proxy class, as the table holds it. */
-type ProxyClass = new (client: unknown, id: number, type: string) => BaseProxy;
+type ProxyClass = new (
+  client: unknown,
+  id: ObjectId,
+  type: string,
+) => BaseProxy;
 
 /** The proxy class of each built-in type id. */
 const PROXY_CLASSES = {
@@ -63,7 +67,7 @@ export function makeProxy(client: ManagerClient, ref: RefTag): BaseProxy {
 export const PROXIES: ProxyBinding = { refOf, make: makeProxy };
 
 interface ShareData {
-  id: number;
+  id: ObjectId;
   type: string;
   serverId: string;
   serverThread: number;
@@ -74,6 +78,7 @@ interface ShareData {
   hostname?: string;
   tcpPort?: number;
   authkey?: Uint8Array;
+  tls?: { caCerts?: string[] };
 }
 
 const remoteClients = new Map<string, Promise<ManagerClient>>();
@@ -100,6 +105,7 @@ registerShareable(SHARE_TYPE, (raw, context) => {
       hostname: data.hostname!,
       port: data.tcpPort!,
       authkey: data.authkey!,
+      tls: data.tls,
     }, 10_000);
     remoteClients.set(key, pc);
     pc.catch(() => remoteClients.delete(key));

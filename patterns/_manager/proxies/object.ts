@@ -6,7 +6,7 @@
  * @module
  */
 
-import { BaseProxy, invoke } from "./base.ts";
+import { BaseProxy, invoke, wrapped } from "./base.ts";
 
 /**
  * A proxy for an instance of a registered type: `call(method, ...args)`,
@@ -64,7 +64,7 @@ export type Remote<T> =
 
 /** Wraps a registered object's proxy so its methods read as properties. */
 export function wrapObject(proxy: ObjectProxy): ObjectProxy {
-  return new Proxy(proxy, {
+  const wrapper = new Proxy(proxy, {
     get(target, prop) {
       if (typeof prop !== "string" || prop in target || prop === "then") {
         const v = Reflect.get(target, prop, target);
@@ -73,4 +73,6 @@ export function wrapObject(proxy: ObjectProxy): ObjectProxy {
       return (...args: unknown[]) => target.call(prop, ...args);
     },
   });
+  wrapped.set(wrapper, proxy);
+  return wrapper;
 }

@@ -5,15 +5,62 @@
  * @module
  */
 
-import { ClosedError } from "../../_core/errors.ts";
+import { ClosedError, EmptyError, FullError } from "../../_core/errors.ts";
 import type { WaitOptions } from "../../_core/deadline.ts";
-import { BaseProxy, invoke } from "./base.ts";
+import type { CallOptions, LateReply } from "../client.ts";
+import { BaseProxy, invoke, stateOf } from "./base.ts";
+
+/**
+ * The call options of a `get`: the client's own deadline answers with
+ * `EmptyError`, and an item the server handed out after the caller had
+ * given up (by its timeout or signal) goes back to the front of the queue,
+ * so it is never lost and keeps its place.
+ */
+function getOptions(proxy: BaseProxy, options: WaitOptions): CallOptions {
+  return {
+    ...options,
+    waits: true,
+    expired: () => {
+      throw new EmptyError(
+        `Cannot get: no item came within ${
+          options.timeout ?? 0
+        } ms (or the manager did not answer in time)`,
+      );
+    },
+    undo: (late: LateReply) => {
+      if (!late.ok) return false;
+      // Straight through the connection: the proxy may have been dropped
+      // meanwhile, and its reference is still the connection's.
+      const s = stateOf(proxy);
+      s.client.call(s.id, "putBack", [late.value]).catch(() => {});
+      return true;
+    },
+  };
+}
+
+/** The call options of a `put`: the client's own deadline → `FullError`. */
+function putOptions(options: WaitOptions): CallOptions {
+  return {
+    ...options,
+    waits: true,
+    expired: () => {
+      throw new FullError(
+        `Cannot put: no room came within ${
+          options.timeout ?? 0
+        } ms (or the manager did not answer in time)`,
+      );
+    },
+  };
+}
 
 /**
  * A proxy for a manager Queue. `get` on an empty queue → `EmptyError`
  * when `timeout` runs out; `put` on a full one → `FullError`; after
  * `close()` (for every holder) `put` → `ClosedError` and `get` drains, then
- * `ClosedError`. `for await` reads until closed and drained.
+ * `ClosedError`. `for await` reads until closed and drained. A `get` ended
+ * by its `timeout` or `signal` settles on the caller's clock even when the
+ * server has stopped answering, and takes nothing: an item the server
+ * hands out afterwards goes back to the front of the queue.
  *
  * @typeParam T The item type.
  *
@@ -35,15 +82,16 @@ import { BaseProxy, invoke } from "./base.ts";
 export class QueueProxy<T = unknown> extends BaseProxy
   implements AsyncIterable<T> {
   /**
-   * Puts an item, waiting for room in a bounded queue.
+   * Puts an item, waiting for room in a bounded queue. A put that its
+   * `timeout` or `signal` ended on the caller's side may still be made if
+   * the server took the item just then (or, frozen, takes it when it
+   * resumes): the item is then in the queue, never lost.
    *
    * @param item The item.
    * @param options `timeout` (ms) and `signal`.
    */
   put(item: T, options: WaitOptions = {}): Promise<void> {
-    return invoke(this, "put", [item], { ...options, waits: true }) as Promise<
-      void
-    >;
+    return invoke(this, "put", [item], putOptions(options)) as Promise<void>;
   }
   /**
    * Takes the oldest item, waiting for one.
@@ -52,7 +100,7 @@ export class QueueProxy<T = unknown> extends BaseProxy
    * @returns The item.
    */
   get(options: WaitOptions = {}): Promise<T> {
-    return invoke(this, "get", [], { ...options, waits: true }) as Promise<T>;
+    return invoke(this, "get", [], getOptions(this, options)) as Promise<T>;
   }
   /**
    * Puts without waiting; a full queue → `FullError`.
@@ -60,13 +108,15 @@ export class QueueProxy<T = unknown> extends BaseProxy
    * @param item The item.
    */
   putNowait(item: T): Promise<void> {
-    return invoke(this, "put", [item], { timeout: 0, waits: true }) as Promise<
+    return invoke(this, "put", [item], putOptions({ timeout: 0 })) as Promise<
       void
     >;
   }
   /** Returns the oldest item; an empty queue → `EmptyError`. */
   getNowait(): Promise<T> {
-    return invoke(this, "get", [], { timeout: 0, waits: true }) as Promise<T>;
+    return invoke(this, "get", [], getOptions(this, { timeout: 0 })) as Promise<
+      T
+    >;
   }
   /** Returns the number of items. */
   qsize(): Promise<number> {
@@ -133,8 +183,10 @@ export class JoinableQueueProxy<T = unknown> extends QueueProxy<T> {
    * @returns `false` when `timeout` ran out.
    */
   join(options: WaitOptions = {}): Promise<boolean> {
-    return invoke(this, "join", [], { ...options, waits: true }) as Promise<
-      boolean
-    >;
+    return invoke(this, "join", [], {
+      ...options,
+      waits: true,
+      expired: () => false,
+    }) as Promise<boolean>;
   }
 }

@@ -1,13 +1,56 @@
 /**
  * The synchronisation proxies: locks, semaphores, condition, event and
  * barrier, each with `hold()` guards where Python has a context manager.
+ * Every wait settles by its `timeout` or `signal` on the caller's clock,
+ * even when the server has stopped answering; a lock or permit the server
+ * grants after the caller gave up is given back.
  *
  * @module
  */
 
-import { checkTimeout, type WaitOptions } from "../../_core/deadline.ts";
-import { timeoutError } from "../../_core/errors.ts";
-import { BaseProxy, invoke } from "./base.ts";
+import {
+  checkTimeout,
+  deadline,
+  type WaitOptions,
+  withDeadline,
+} from "../../_core/deadline.ts";
+import { BrokenBarrierError, timeoutError } from "../../_core/errors.ts";
+import type { CallOptions, LateReply } from "../client.ts";
+import { BaseProxy, invoke, stateOf } from "./base.ts";
+
+/**
+ * The call options of an `acquire`: the client's own deadline answers
+ * `false`, and a lock or permit the server granted after the caller had
+ * given up (by its timeout or signal) is given back, so the call leaves no
+ * trace. An abandoned lock granted late (`AbandonedError`) is held too.
+ */
+function acquireOptions(
+  proxy: BaseProxy,
+  options: WaitOptions,
+  releaseArgs: unknown[],
+): CallOptions {
+  return {
+    ...options,
+    waits: true,
+    expired: () => false,
+    undo: (late: LateReply) => {
+      const granted = late.ok
+        ? late.value === true
+        : late.name === "AbandonedError";
+      if (!granted) return false;
+      // Straight through the connection: the proxy may have been dropped
+      // meanwhile, and its reference is still the connection's.
+      const s = stateOf(proxy);
+      s.client.call(s.id, "release", releaseArgs).catch(() => {});
+      return true;
+    },
+  };
+}
+
+/** The call options of a wait whose client-side deadline answers `value`. */
+function waitOptions(options: WaitOptions, value: unknown): CallOptions {
+  return { ...options, waits: true, expired: () => value };
+}
 
 async function holdGuard(
   proxy: LockProxy | SemaphoreProxy | ConditionProxy,
@@ -22,7 +65,9 @@ async function holdGuard(
 /**
  * A proxy for a manager Lock: any client may release it (as Python's
  * Lock). If its holder disconnects, the next acquirer gets it with an
- * `AbandonedError`.
+ * `AbandonedError`. An `acquire` whose `timeout` or `signal` ends it on
+ * the caller's side leaves the lock as it was: if the server hands the
+ * lock over afterwards, the proxy releases it again.
  *
  * @example Usage
  * ```ts
@@ -50,9 +95,12 @@ export class LockProxy extends BaseProxy {
    * @returns Whether it was acquired.
    */
   acquire(options: WaitOptions = {}): Promise<boolean> {
-    return invoke(this, "acquire", [], { ...options, waits: true }) as Promise<
-      boolean
-    >;
+    return invoke(
+      this,
+      "acquire",
+      [],
+      acquireOptions(this, options, []),
+    ) as Promise<boolean>;
   }
   /** Releases it; an unheld lock → `RangeError`. */
   release(): Promise<void> {
@@ -118,9 +166,12 @@ export class SemaphoreProxy extends BaseProxy {
    * @returns Whether a permit was taken.
    */
   acquire(options: WaitOptions = {}): Promise<boolean> {
-    return invoke(this, "acquire", [], { ...options, waits: true }) as Promise<
-      boolean
-    >;
+    return invoke(
+      this,
+      "acquire",
+      [],
+      acquireOptions(this, options, [1]),
+    ) as Promise<boolean>;
   }
   /**
    * Gives `n` permits back.
@@ -180,31 +231,108 @@ export class BoundedSemaphoreProxy extends SemaphoreProxy {}
  */
 export class ConditionProxy extends BaseProxy {
   /**
+   * Set while a `wait` given up on the client (by its timeout or signal)
+   * is not yet answered by the server, which re-acquires the lock for the
+   * caller before it answers: the calls that need the lock held (or free)
+   * wait for that, so a `release` cannot overtake the re-acquire.
+   */
+  #regaining: Promise<void> | undefined;
+
+  #afterRegain<T>(run: () => Promise<T>): Promise<T> {
+    const regaining = this.#regaining;
+    return regaining ? regaining.then(run) : run();
+  }
+
+  /**
+   * Runs a waiting call after the re-acquire, within the call's own
+   * `timeout` and `signal` (the time spent waiting for the re-acquire
+   * counts): running out first gives `expired`.
+   */
+  #afterRegainWithin<T>(
+    options: WaitOptions,
+    what: string,
+    expired: T,
+    run: (options: WaitOptions) => Promise<T>,
+  ): Promise<T> {
+    const regaining = this.#regaining;
+    if (!regaining) return run(options);
+    let timeout: number;
+    try {
+      timeout = checkTimeout(options.timeout, what);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const end = deadline(timeout);
+    return withDeadline(
+      regaining.then(() => true),
+      options,
+      what,
+      () => ({ value: false }),
+    ).then((regained) => {
+      if (!regained) return expired;
+      const left = Math.max(0, end - performance.now());
+      return run({ ...options, timeout: left === Infinity ? undefined : left });
+    });
+  }
+
+  /**
    * Acquires the underlying lock.
    *
    * @param options `timeout` (ms) and `signal`.
    * @returns Whether it was acquired.
    */
   acquire(options: WaitOptions = {}): Promise<boolean> {
-    return invoke(this, "acquire", [], { ...options, waits: true }) as Promise<
-      boolean
-    >;
+    return this.#afterRegainWithin(
+      options,
+      "acquire",
+      false,
+      (o) =>
+        invoke(
+          this,
+          "acquire",
+          [],
+          acquireOptions(this, o, []),
+        ) as Promise<boolean>,
+    );
   }
   /** Releases the underlying lock. */
   release(): Promise<void> {
-    return invoke(this, "release", []) as Promise<void>;
+    return this.#afterRegain(() =>
+      invoke(this, "release", []) as Promise<void>
+    );
   }
   /**
    * Releases the lock, waits for a notify, re-acquires the lock; `false`
-   * when `timeout` ran out (the lock is re-acquired either way).
+   * when `timeout` ran out (the lock is re-acquired either way). When the
+   * server does not answer in time, `false` (or the signal's reason) comes
+   * on the caller's clock, and the server re-acquires the lock for the
+   * caller when it gets to the call; this proxy's next calls that need the
+   * lock wait for that.
    *
    * @param options `timeout` (ms) and `signal`.
    * @returns Whether it was notified.
    */
   wait(options: WaitOptions = {}): Promise<boolean> {
-    return invoke(this, "wait", [], { ...options, waits: true }) as Promise<
-      boolean
-    >;
+    return this.#afterRegainWithin(options, "wait", false, (o) => {
+      let regained: (() => void) | undefined;
+      return invoke(this, "wait", [], {
+        ...o,
+        waits: true,
+        expired: () => false,
+        onGiveUp: () => {
+          const p = new Promise<void>((resolve) => regained = resolve);
+          this.#regaining = p;
+          p.then(() => {
+            if (this.#regaining === p) this.#regaining = undefined;
+          });
+        },
+        // Any answer, or the connection's end, means the re-acquire is over.
+        undo: () => {
+          regained?.();
+          return false;
+        },
+      }) as Promise<boolean>;
+    });
   }
   /**
    * Waits until `predicate()` is truthy, checking it after each notify;
@@ -240,11 +368,15 @@ export class ConditionProxy extends BaseProxy {
    * @param n How many (default 1).
    */
   notify(n = 1): Promise<void> {
-    return invoke(this, "notify", [n]) as Promise<void>;
+    return this.#afterRegain(() =>
+      invoke(this, "notify", [n]) as Promise<void>
+    );
   }
   /** Wakes every waiter. */
   notifyAll(): Promise<void> {
-    return invoke(this, "notifyAll", []) as Promise<void>;
+    return this.#afterRegain(() =>
+      invoke(this, "notifyAll", []) as Promise<void>
+    );
   }
   /**
    * Acquires the lock and returns a guard for `await using`.
@@ -292,7 +424,7 @@ export class EventProxy extends BaseProxy {
    * @returns Whether the flag was set.
    */
   wait(options: WaitOptions = {}): Promise<boolean> {
-    return invoke(this, "wait", [], { ...options, waits: true }) as Promise<
+    return invoke(this, "wait", [], waitOptions(options, false)) as Promise<
       boolean
     >;
   }
@@ -322,9 +454,15 @@ export class BarrierProxy extends BaseProxy {
    * @returns The index, `0 … parties - 1`.
    */
   wait(options: WaitOptions = {}): Promise<number> {
-    return invoke(this, "wait", [], { ...options, waits: true }) as Promise<
-      number
-    >;
+    return invoke(this, "wait", [], {
+      ...options,
+      waits: true,
+      expired: () => {
+        throw new BrokenBarrierError(
+          `Cannot wait: the manager did not answer within the timeout (${options.timeout} ms)`,
+        );
+      },
+    }) as Promise<number>;
   }
   /** Breaks the barrier: waiters get `BrokenBarrierError`. */
   abort(): Promise<void> {

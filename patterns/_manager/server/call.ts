@@ -8,7 +8,12 @@
  * @module
  */
 
-import { CANCELLED, type MethodName, type TypeId } from "../protocol.ts";
+import {
+  CANCELLED,
+  type MethodName,
+  type ObjectId,
+  type TypeId,
+} from "../protocol.ts";
 
 /** A call waiting in the server (for a lock, an item, an event…). */
 export interface ParkedCall {
@@ -31,7 +36,7 @@ export interface Conn {
   /** Closes the transport. */
   closeTransport(): void;
   /** References held by this connection, by object id. */
-  readonly refs: Map<number, number>;
+  readonly refs: Map<ObjectId, number>;
   /** Calls parked on the server, by call id. */
   readonly waiters: Map<number, ParkedCall>;
   /** Whether the connection is gone. */

@@ -1,7 +1,9 @@
 /**
- * The manager's server core: the table of managed objects, per-connection
- * reference counts, the root object's methods (`new`, `create`, `decref`,
- * `pin`/`claim` for proxies handed between clients…) and the dispatch of
+ * The manager's server core: the table of managed objects (keyed by
+ * unguessable ids, see `newObjectId` in `ref.ts`), per-connection reference
+ * counts, the names bound to objects, the root object's methods (`new`,
+ * `create`, `decref`, `pin`/`claim` for proxies handed between clients,
+ * `name`/`lookup`/`names`/`unname`…) and the dispatch of
  * each request to an object's method table. It knows no transport: the
  * embedded server's hub (`LocalHub` in `hub.ts`) and the TCP
  * server (`tcp.ts`) feed it messages. Every name a peer sends is looked up
@@ -21,13 +23,19 @@
 
 import { describeValue } from "../../_core/errors.ts";
 import { isThreadAlive } from "../../_core/runtime.ts";
-import type { RefTag, RootMethod } from "../protocol.ts";
-import { decodeWire, encodeWire } from "../wire.ts";
+import {
+  checkName,
+  type ObjectId,
+  type RefTag,
+  ROOT_ID,
+  type RootMethod,
+} from "../protocol.ts";
+import { decodeWire, encodeWire, isObjectIdShape } from "../wire.ts";
 import { PENDING, ServerCall } from "./call.ts";
 import type { Conn, Handler, Managed, ObjectHost } from "./call.ts";
 import { HostedObj, type HostedType } from "./hosted.ts";
 import { makeObject } from "./objects/make.ts";
-import { forEachRef, Ref } from "./ref.ts";
+import { forEachRef, newObjectId, Ref } from "./ref.ts";
 
 /** An object in the table, with its reference count. */
 interface Entry {
@@ -62,14 +70,15 @@ export interface ServerStats {
  * of transport.
  */
 export class ServerCore implements ObjectHost {
-  readonly #objects = new Map<number, Entry>();
+  readonly #objects = new Map<ObjectId, Entry>();
   readonly #conns = new Set<Conn>();
   readonly #pins = new Map<
     string,
-    { ids: number[]; timer: ReturnType<typeof setTimeout> }
+    { ids: ObjectId[]; timer: ReturnType<typeof setTimeout> }
   >();
-  readonly #claims = new Map<string, (ids: number[]) => void>();
-  #nextId = 1;
+  readonly #claims = new Map<string, (ids: ObjectId[]) => void>();
+  /** Names bound to objects; each name holds one reference. */
+  readonly #names = new Map<string, ObjectId>();
   #hosted = new Map<string, HostedType>();
   #later: unknown[] = [];
   #monitor: ReturnType<typeof setInterval> | undefined;
@@ -96,8 +105,9 @@ export class ServerCore implements ObjectHost {
         return this.#add(new HostedObj(typeid, hosted, instance));
       },
       decref: (c, a) => {
+        // Only the connection's own references: a guessed id does nothing.
         for (const id of Array.isArray(a[0]) ? a[0] : []) {
-          if (typeof id === "number") this.#decrefConn(c.conn, id);
+          if (typeof id === "string") this.#decrefConn(c.conn, id);
         }
       },
       stats: (c) => {
@@ -106,14 +116,29 @@ export class ServerCore implements ObjectHost {
         this.sync?.(c.conn);
         return this.stats();
       },
-      pin: (c, a) => this.#pin(c.conn, a[0], a[1]),
+      // A client's liveness check while its calls are in flight.
+      ping: () => null,
+      pin: (_, a) => this.#pin(a[0], a[1]),
       claim: (c, a) => this.#claim(c, a[0]),
-      methods: (c, a) => {
+      methods: (_, a) => {
         const id = a[0];
-        if (typeof id !== "number" || !c.conn.refs.has(id)) {
-          throw new RangeError(`Unknown object id ${describeValue(id)}`);
-        }
-        return [...this.#objects.get(id)!.obj.methods.keys()];
+        const e = typeof id === "string" ? this.#objects.get(id) : undefined;
+        if (!e) throw new RangeError(`Unknown object id ${describeValue(id)}`);
+        return [...e.obj.methods.keys()];
+      },
+      name: (_, a) => this.#bindName(a[0], a[1]),
+      lookup: (_, a) => {
+        const id = this.#names.get(checkName(a[0], "look up"));
+        return id === undefined ? undefined : this.#refTo(id);
+      },
+      names: () => [...this.#names.keys()],
+      unname: (_, a) => {
+        const name = checkName(a[0], "unname");
+        const id = this.#names.get(name);
+        if (id === undefined) return false;
+        this.#names.delete(name);
+        this.#decref(id);
+        return true;
       },
     } satisfies Record<RootMethod, Handler>;
     this.#root = new Map(Object.entries(root));
@@ -137,9 +162,35 @@ export class ServerCore implements ObjectHost {
   }
 
   #add(obj: Managed): Ref {
-    const id = this.#nextId++;
+    let id = newObjectId();
+    while (this.#objects.has(id)) id = newObjectId();
     this.#objects.set(id, { obj, refs: 0 });
     return new Ref(id, obj.type);
+  }
+
+  #refTo(id: ObjectId): Ref {
+    return new Ref(id, this.#objects.get(id)!.obj.type);
+  }
+
+  /**
+   * Binds `name` to the object `ref` unless it is bound already: `null`
+   * when it bound it, else the bound object (the caller drops its own).
+   * One message, handled whole, so racing clients agree on one object.
+   */
+  #bindName(name: unknown, ref: unknown): Ref | null {
+    const n = checkName(name, "name an object");
+    if (!(ref instanceof Ref)) {
+      throw new TypeError(
+        `Cannot name an object ${
+          describeValue(n)
+        }: expected a manager proxy, received ${describeValue(ref)}`,
+      );
+    }
+    const bound = this.#names.get(n);
+    if (bound !== undefined) return this.#refTo(bound);
+    this.#names.set(n, ref.id);
+    this.#objects.get(ref.id)!.refs++;
+    return null;
   }
 
   /** Counts the references inside a value that a container now holds. */
@@ -160,23 +211,35 @@ export class ServerCore implements ObjectHost {
     this.#later.push(value);
   }
 
-  #decref(id: number): void {
+  #decref(id: ObjectId): void {
     const e = this.#objects.get(id);
     if (!e) return;
     if (--e.refs > 0) return;
+    this.#free(id, e);
+  }
+
+  #free(id: ObjectId, e: Entry): void {
     this.#objects.delete(id);
     e.obj.freed?.();
     if (e.obj.contents) { for (const v of [...e.obj.contents()]) this.drop(v); }
   }
 
-  #increfConn(conn: Conn, id: number): void {
+  /** Frees the objects in a value nobody will receive that nothing holds. */
+  #freeOrphans(value: unknown): void {
+    forEachRef(value, (r) => {
+      const e = this.#objects.get(r.id);
+      if (e && e.refs === 0) this.#free(r.id, e);
+    });
+  }
+
+  #increfConn(conn: Conn, id: ObjectId): void {
     const e = this.#objects.get(id);
     if (!e) return;
     e.refs++;
     conn.refs.set(id, (conn.refs.get(id) ?? 0) + 1);
   }
 
-  #decrefConn(conn: Conn, id: number): void {
+  #decrefConn(conn: Conn, id: ObjectId): void {
     const n = conn.refs.get(id);
     if (!n) return;
     if (n === 1) conn.refs.delete(id);
@@ -193,12 +256,17 @@ export class ServerCore implements ObjectHost {
     });
   }
 
+  /**
+   * Decodes a peer's arguments. A reference is honoured only if its id
+   * names a live object: ids are unguessable, so knowing one means having
+   * been given it.
+   */
   #decodeFrom(tree: unknown): unknown {
     return decodeWire(tree, (r: RefTag) => {
       const e = this.#objects.get(r.id);
       if (!e) {
         throw new RangeError(
-          `Cannot use object ${r.id} in a value: it is unknown (freed, or never existed)`,
+          `Cannot use object ${r.id} in a value: no such object (freed, never made, or a guessed id)`,
         );
       }
       return new Ref(r.id, e.obj.type);
@@ -207,7 +275,20 @@ export class ServerCore implements ObjectHost {
 
   /** Sends a call's result. */
   reply(conn: Conn, id: number, value: unknown): void {
-    if (id === 0 || conn.closed) {
+    if (conn.closed) {
+      this.#freeOrphans(value);
+      this.#flushLater();
+      return;
+    }
+    if (id === 0) {
+      // Nobody hears the answer, but the references in it are the
+      // connection's (e.g. an object made by `[0, 0, "new", …]`): counted
+      // to it, they go when it leaves instead of living for ever.
+      try {
+        this.encodeFor(conn, value);
+      } catch {
+        this.#freeOrphans(value);
+      }
       this.#flushLater();
       return;
     }
@@ -277,18 +358,20 @@ export class ServerCore implements ObjectHost {
   attach(from: Conn, to: Conn, ids: unknown): void {
     if (!Array.isArray(ids)) return;
     for (const id of ids) {
-      if (typeof id === "number" && from.refs.has(id)) this.#increfConn(to, id);
+      if (typeof id === "string" && from.refs.has(id)) this.#increfConn(to, id);
     }
   }
 
-  #pin(conn: Conn, token: unknown, ids: unknown): void {
+  #pin(token: unknown, ids: unknown): void {
     if (
       typeof token !== "string" || token.length > 100 || !Array.isArray(ids)
     ) {
       throw new TypeError("Cannot pin: bad token or ids");
     }
-    const held = ids.filter((id): id is number =>
-      typeof id === "number" && conn.refs.has(id)
+    // Any live object (holding an id is the right to use it); a guessed
+    // id pins nothing.
+    const held = ids.filter((id): id is ObjectId =>
+      typeof id === "string" && this.#objects.has(id)
     );
     for (const id of held) this.#objects.get(id)!.refs++;
     const claim = this.#claims.get(token);
@@ -307,7 +390,7 @@ export class ServerCore implements ObjectHost {
     if (typeof token !== "string" || token.length > 100) {
       throw new TypeError("Cannot claim: bad token");
     }
-    const take = (ids: number[]) => {
+    const take = (ids: ObjectId[]) => {
       // The pin's references move to this connection.
       for (const id of ids) {
         if (!this.#objects.has(id)) continue;
@@ -373,7 +456,10 @@ export class ServerCore implements ObjectHost {
         id = m.i as number;
       }
       const o = m.o, name = m.m;
-      if (!Number.isSafeInteger(o) || (o as number) < 0) {
+      if (
+        o !== ROOT_ID && !isObjectIdShape(o) &&
+        !(Number.isSafeInteger(o) && (o as number) > 0)
+      ) {
         throw new TypeError(
           `Cannot handle a message: bad object id ${describeValue(o)}`,
         );
@@ -385,14 +471,17 @@ export class ServerCore implements ObjectHost {
       }
       let table: ReadonlyMap<string, Handler>;
       let type = "manager";
-      if (o === 0) table = this.#root;
+      if (o === ROOT_ID) table = this.#root;
       else {
-        const e = this.#objects.get(o as number);
-        if (!e || !conn.refs.has(o as number)) {
+        // The id is the capability: a live object's id is usable from any
+        // connection that has it (a worker's, a second program's); a
+        // guessed one, or a number, names nothing.
+        const e = typeof o === "string" ? this.#objects.get(o) : undefined;
+        if (!e) {
           throw new RangeError(
-            `Cannot call ${
-              describeValue(name)
-            }: object ${o} is unknown or not held by this client`,
+            `Cannot call ${describeValue(name)}: no object ${
+              describeValue(o)
+            } (freed, never made, or a guessed id)`,
           );
         }
         table = e.obj.methods;
@@ -448,6 +537,7 @@ export class ServerCore implements ObjectHost {
     for (const c of [...this.#conns]) this.disconnect(c);
     for (const p of this.#pins.values()) clearTimeout(p.timer);
     this.#pins.clear();
+    this.#names.clear();
     this.#objects.clear();
     if (this.#monitor !== undefined) clearInterval(this.#monitor);
     this.#monitor = undefined;

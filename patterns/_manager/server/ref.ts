@@ -1,6 +1,7 @@
 /**
  * What the server stores in place of a managed object inside a value
- * ({@linkcode Ref}), and the two walkers over stored values:
+ * ({@linkcode Ref}), how object ids are made ({@linkcode newObjectId}:
+ * unguessable capabilities), and the two walkers over stored values:
  * {@linkcode forEachRef} (reference counting) and {@linkcode deepEqual}
  * (list search and counting).
  *
@@ -8,6 +9,7 @@
  */
 
 import { forEachNode, MAX_DEPTH } from "../../_core/walk.ts";
+import { OBJECT_ID_BYTES, type ObjectId } from "../protocol.ts";
 
 /** A reference to a managed object inside a value held by the server. */
 export class Ref {
@@ -17,7 +19,36 @@ export class Ref {
    * @param id The object's id.
    * @param type Its type id.
    */
-  constructor(readonly id: number, readonly type: string) {}
+  constructor(readonly id: ObjectId, readonly type: string) {}
+}
+
+const ID_ALPHABET =
+  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+/** Random bytes drawn in bulk: one `getRandomValues` per 256 ids. */
+const idPool = new Uint8Array(OBJECT_ID_BYTES * 256);
+let idPoolAt = idPool.length;
+
+/**
+ * A fresh object id: {@linkcode OBJECT_ID_BYTES} bytes from
+ * `crypto.getRandomValues`, base64url. Ids are capabilities (whoever holds
+ * one may use the object), so they must not be guessable from other ids.
+ *
+ * @returns The id (16 characters).
+ */
+export function newObjectId(): ObjectId {
+  if (idPoolAt + OBJECT_ID_BYTES > idPool.length) {
+    crypto.getRandomValues(idPool);
+    idPoolAt = 0;
+  }
+  const b = idPool, A = ID_ALPHABET;
+  let s = "";
+  for (let i = idPoolAt; i < idPoolAt + OBJECT_ID_BYTES; i += 3) {
+    const n = (b[i]! << 16) | (b[i + 1]! << 8) | b[i + 2]!;
+    s += A[n >> 18]! + A[(n >> 12) & 63]! + A[(n >> 6) & 63]! + A[n & 63]!;
+  }
+  // Each id's bytes are used once, then overwritten by the next refill.
+  idPoolAt += OBJECT_ID_BYTES;
+  return s;
 }
 
 /** Calls `fn` for each reference inside a stored value. */

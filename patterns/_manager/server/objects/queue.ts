@@ -117,6 +117,17 @@ export class QueueObj implements Managed {
         throw new EmptyError("Cannot get: the queue is empty");
       });
     },
+    putBack: (_, a) => {
+      // An item a client was handed after its get had already given up
+      // (by its own timeout or signal): back at the front, past maxsize
+      // and close, and not counted again for join, so it is never lost.
+      const item = a[0];
+      const g = this.getters.shift();
+      if (g) return g.resolve(item);
+      this.core.hold(item);
+      if (this.head > 0) this.items[--this.head] = item;
+      else this.items.unshift(item);
+    },
     qsize: () => this.size,
     empty: () => this.size === 0,
     full: () => this.full(),

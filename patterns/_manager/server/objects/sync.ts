@@ -1,8 +1,10 @@
 /**
  * The synchronisation objects: lock and rlock, semaphore and bounded
  * semaphore, condition, event and barrier. Waiting is a FIFO of parked
- * calls; a lock held by a connection that goes away is handed on, and the
- * next holder is told with an `AbandonedError`.
+ * calls. A lock or a semaphore permit held by a connection that goes away
+ * stays held, marked abandoned: the next acquirer takes it over and is told
+ * with an `AbandonedError`, and any client may release it meanwhile (the
+ * idiom of a child acquiring and its parent releasing).
  *
  * @module
  */
@@ -52,7 +54,10 @@ export class LockObj implements Managed {
   holder: Conn | null = null;
   /** How many times the holder took it. */
   count = 0;
-  /** Whether the last holder disconnected while holding it. */
+  /**
+   * Whether its holder disconnected while holding it: it stays held until
+   * an acquirer takes it over or any client releases it.
+   */
   abandoned = false;
   /** The acquirers waiting, in order. */
   queue: LockEntry[] = [];
@@ -64,17 +69,23 @@ export class LockObj implements Managed {
    */
   constructor(readonly type: "lock" | "rlock", readonly recursive: boolean) {}
 
-  /** Takes it now if free (or re-enters it); returns whether it did. */
-  tryTake(owner: string, conn: Conn): boolean {
-    if (this.owner === null) {
+  /**
+   * Takes it now if it is free or abandoned (or re-enters it): `false` if
+   * it cannot, `"abandoned"` if it took over a departed holder's lock,
+   * else `"taken"`.
+   */
+  tryTake(owner: string, conn: Conn): "taken" | "abandoned" | false {
+    if (this.owner === null || this.abandoned) {
+      const abandoned = this.abandoned;
+      this.abandoned = false;
       this.owner = owner;
       this.holder = conn;
       this.count = 1;
-      return true;
+      return abandoned ? "abandoned" : "taken";
     }
     if (this.recursive && this.owner === owner) {
       this.count++;
-      return true;
+      return "taken";
     }
     return false;
   }
@@ -95,6 +106,7 @@ export class LockObj implements Managed {
       this.owner = null;
       this.holder = null;
       this.count = 0;
+      this.abandoned = false;
       return;
     }
     const abandoned = this.abandoned;
@@ -105,10 +117,17 @@ export class LockObj implements Managed {
     next.grant(abandoned);
   }
 
-  /** Releases one hold of `owner`'s. */
+  /** Releases one hold of `owner`'s (or all of an abandoned lock's). */
   releaseBy(owner: string, what: string): void {
     if (this.owner === null) {
       throw new RangeError(`Cannot ${what}: the lock is not held`);
+    }
+    if (this.abandoned) {
+      // Its holder is gone: any client may release it, all its holds at
+      // once (Python's child-acquires, parent-releases).
+      this.abandoned = false;
+      this.count = 0;
+      return this.handOff();
     }
     if (this.recursive && this.owner !== owner) {
       throw new RangeError(
@@ -120,7 +139,9 @@ export class LockObj implements Managed {
 
   /** The `acquire` method: takes it now or parks the call. */
   acquire(call: ServerCall): unknown {
-    if (this.tryTake(call.owner, call.conn)) return this.takeResult();
+    const taken = this.tryTake(call.owner, call.conn);
+    if (taken === "abandoned") throw abandonedError();
+    if (taken) return true;
     return call.wait(
       (w) =>
         this.enqueue({
@@ -134,20 +155,15 @@ export class LockObj implements Managed {
     );
   }
 
-  /** The answer to an acquirer that got it (throws if it was abandoned). */
-  takeResult(): true {
-    if (this.abandoned) {
-      this.abandoned = false;
-      throw abandonedError();
-    }
-    return true;
-  }
-
   disconnected(conn: Conn): void {
     this.queue = this.queue.filter((e) => e.conn !== conn);
     if (this.holder === conn) {
+      // It stays held (`locked()` is true), marked abandoned: a waiting
+      // acquirer takes it over now, else the next one to come, each with
+      // AbandonedError; or any client releases it.
+      this.holder = null;
       this.abandoned = true;
-      this.handOff();
+      if (this.queue.length > 0) this.handOff();
     }
   }
 
@@ -167,33 +183,87 @@ function abandonedError(): AbandonedError {
   );
 }
 
-/** A semaphore or bounded semaphore (permits are not tracked per client). */
+/** The error the taker of a departed holder's semaphore permit gets. */
+function abandonedPermitError(type: string): AbandonedError {
+  return new AbandonedError(
+    `Acquired an abandoned ${type} permit: its holder disconnected without releasing it; the caller now holds it`,
+  );
+}
+
+/**
+ * A semaphore or bounded semaphore. The permits each connection holds are
+ * counted, so that a departed holder's permits stay taken, marked
+ * abandoned, instead of vanishing or coming back silently.
+ */
 export class SemaphoreObj implements Managed {
   /** The parked acquirers. */
   queue: Waiter[] = [];
+  /** Permits taken and not given back, by the connection that took them. */
+  readonly held: Map<Conn, number> = new Map();
+  /**
+   * Permits whose holder disconnected: still taken (not in `value`), until
+   * an acquirer takes one over or a release gives one back.
+   */
+  abandoned = 0;
   /**
    * Makes a semaphore.
    *
    * @param type Plain or bounded.
    * @param value The permits.
-   * @param bound The most permits a bounded one may have.
+   * @param bound The initial value: the most permits a bounded one may
+   *   have, and the most a departed holder can have left abandoned.
    */
   constructor(
     readonly type: "semaphore" | "boundedSemaphore",
     public value: number,
     readonly bound: number,
   ) {}
+
+  #hold(conn: Conn, n: number): void {
+    this.held.set(conn, (this.held.get(conn) ?? 0) + n);
+  }
+
+  /** Gives abandoned permits to parked acquirers, with AbandonedError. */
+  #grantAbandoned(): void {
+    while (this.abandoned > 0 && this.queue.length > 0) {
+      this.abandoned--;
+      const w = this.queue.shift()!;
+      this.#hold(w.conn, 1);
+      w.reject(abandonedPermitError(this.type));
+    }
+  }
+
+  disconnected(conn: Conn): void {
+    const n = this.held.get(conn);
+    if (n === undefined) return;
+    this.held.delete(conn);
+    // Only permits really out can be abandoned (at most the initial value
+    // less those free or already abandoned): a client that only took what
+    // others released — a semaphore used as a signal — leaves none.
+    const out = Math.max(0, this.bound - this.value - this.abandoned);
+    this.abandoned += Math.min(n, out);
+    this.#grantAbandoned();
+  }
+
   readonly methods: ReadonlyMap<string, Handler> = methods<
     "semaphore" | "boundedSemaphore"
   >({
     acquire: (c) => {
-      if (this.value > 0 && this.queue.length === 0) {
-        this.value--;
-        return true;
+      if (this.queue.length === 0) {
+        if (this.abandoned > 0) {
+          this.abandoned--;
+          this.#hold(c.conn, 1);
+          throw abandonedPermitError(this.type);
+        }
+        if (this.value > 0) {
+          this.value--;
+          this.#hold(c.conn, 1);
+          return true;
+        }
       }
       return c.wait(parkIn(this.queue), () => false);
     },
-    release: (_, a) => {
+    release: (c, a) => {
       const n = a[0] === undefined ? 1 : a[0];
       if (!Number.isSafeInteger(n) || (n as number) < 1) {
         throw new RangeError(
@@ -210,10 +280,19 @@ export class SemaphoreObj implements Managed {
           `Cannot release: the bounded semaphore would exceed its initial value ${this.bound}`,
         );
       }
+      // The caller's own permits come back first, then abandoned ones
+      // (a parent giving back what a departed child took).
+      const own = this.held.get(c.conn) ?? 0;
+      const mine = Math.min(own, n as number);
+      if (own - mine === 0) this.held.delete(c.conn);
+      else this.held.set(c.conn, own - mine);
+      this.abandoned -= Math.min(this.abandoned, (n as number) - mine);
       this.value += n as number;
       while (this.value > 0 && this.queue.length > 0) {
         this.value--;
-        this.queue.shift()!.resolve(true);
+        const w = this.queue.shift()!;
+        this.#hold(w.conn, 1);
+        w.resolve(true);
       }
     },
     getValue: () => this.value,
@@ -230,7 +309,9 @@ export class ConditionObj implements Managed {
 
   /** Throws unless the caller holds the lock. */
   checkOwner(call: ServerCall, what: string): void {
-    if (this.lock.owner !== call.owner) {
+    // An abandoned lock is nobody's, even if a later connection of the
+    // departed holder's thread has the same owner id.
+    if (this.lock.owner !== call.owner || this.lock.abandoned) {
       throw new RangeError(
         `Cannot ${what}: the condition's lock is not held by the caller`,
       );
