@@ -34,3 +34,4 @@ export * from "./patterns/sync.ts";
 export * from "./patterns/value.ts";
 export * from "./patterns/array.ts";
 export * from "./patterns/shared_memory.ts";
+export * from "./patterns/worker.ts";

@@ -20,8 +20,9 @@ import { section as channels } from "./compare_channels.ts";
 import { section as manager } from "./compare_manager.ts";
 import { section as shared } from "./compare_shared.ts";
 import { section as load } from "./compare_load.ts";
+import { section as broker } from "./compare_broker.ts";
 
-const sections = [cube, shared, channels, manager, load];
+const sections = [cube, shared, channels, manager, broker, load];
 
 const { values } = parseArgs({
   args: Deno.args,

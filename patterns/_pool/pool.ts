@@ -14,6 +14,8 @@ import { argList, checkMemoryLimit, type JoinOptions } from "./process.ts";
 import { CALL_ITEM, CALL_SPREAD } from "./protocol.ts";
 import type { CallMode, TaskDef } from "./protocol.ts";
 import { Dispatcher, type PoolStats } from "./slots.ts";
+import { BrokerDispatcher } from "../_broker/dispatcher.ts";
+import { brokerDispatcher } from "../_broker/options.ts";
 import {
   type ArgOf,
   type ArgsOf,
@@ -94,6 +96,18 @@ export function cpuCount(): number {
  * const options: ApplyOptions = { signal: AbortSignal.abort(new Error("cancelled")) };
  * await assert.rejects(pool.apply(() => 1, [], options), /cancelled/);
  * ```
+ *
+ * @example A pool on Redis
+ * ```ts
+ * import { Pool } from "@dmp/multiprocessing/cube";
+ * import { strict as assert } from "node:assert";
+ *
+ * // Its tasks go through Redis to `deno task worker` processes; it
+ * // connects on its first call.
+ * await using pool = new Pool({ broker: "redis://127.0.0.1:6379", queue: "images" });
+ * // Tasks are export names: a function's source is not sent over a network.
+ * await assert.rejects(pool.map((x: number) => x, [1]), TypeError);
+ * ```
  */
 export interface PoolOptions<M = Record<string, never>> {
   /** How many workers; defaults to {@linkcode cpuCount}. */
@@ -124,6 +138,21 @@ export interface PoolOptions<M = Record<string, never>> {
    * caps the JS heap only: `ArrayBuffer` memory is not counted.
    */
   memoryLimitMb?: number;
+  /**
+   * A Redis URL (`redis://user:password@host:port/db`, or `rediss://` for
+   * TLS): the pool's tasks then go through Redis and are run by worker
+   * processes on any machine (`deno task worker`, `runWorker` from
+   * "@dmp/multiprocessing/worker"). Tasks are export names of the workers'
+   * module only; `workers`, `module`, `initializer`, `initArgs`,
+   * `maxTasksPerWorker` and `memoryLimitMb` belong to the workers and are
+   * refused here. The Redis client is loaded only when this is given.
+   */
+  broker?: string | URL;
+  /**
+   * With `broker`: the queue's name (letters, digits, `_ . : -`), shared
+   * by the pool and the workers that serve it. Default: `"default"`.
+   */
+  queue?: string;
 }
 
 let poolCounter = 0;
@@ -158,7 +187,7 @@ let poolCounter = 0;
  */
 export class Pool<M = Record<string, never>> implements AsyncDisposable {
   readonly #size: number;
-  readonly #dispatch: Dispatcher;
+  readonly #dispatch: Dispatcher | BrokerDispatcher;
 
   /**
    * Starts the workers.
@@ -197,6 +226,11 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
         }`,
       );
     }
+    if (options.broker !== undefined) {
+      this.#size = 0;
+      this.#dispatch = brokerDispatcher(options, taskTimeout ?? Infinity);
+      return;
+    }
     const memoryLimitMb = checkMemoryLimit(
       options.memoryLimitMb,
       "create Pool",
@@ -227,9 +261,14 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
     });
   }
 
-  /** The number of workers. */
+  /**
+   * The number of workers (of a broker pool: the live remote workers last
+   * seen on its queue).
+   */
   get size(): number {
-    return this.#size;
+    return this.#dispatch instanceof BrokerDispatcher
+      ? this.#dispatch.stats().workers
+      : this.#size;
   }
 
   /**
@@ -554,7 +593,8 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
       );
       if (!ok) return false;
     }
-    this.#dispatch.stopWorkers();
+    // A broker pool removes its keys from Redis before it is joined.
+    await this.#dispatch.stopWorkers();
     return true;
   }
 
@@ -568,7 +608,10 @@ export class Pool<M = Record<string, never>> implements AsyncDisposable {
 
   /** Closes the pool and waits for its work (`await using`). */
   async [Symbol.asyncDispose](): Promise<void> {
-    if (this.#dispatch.state === "terminated") return;
+    if (this.#dispatch.state === "terminated") {
+      await this.#dispatch.stopWorkers();
+      return;
+    }
     this.close();
     await this.join();
   }
