@@ -80,11 +80,18 @@ import {
 import { isMainModule, isWorkerThread } from "./_core/runtime.ts";
 import { kShare, registerShareable } from "./_core/share.ts";
 import type { Shareable, ShareContext, SharedHandle } from "./_core/share.ts";
+import type { ConnectOptions } from "./_conn/connect.ts";
+import type { Listener, ListenOptions } from "./_conn/listener.ts";
+import type { Waitable } from "./_conn/wait.ts";
 
 export { ClosedError, EOFError } from "./_core/errors.ts";
 export { kShare } from "./_core/share.ts";
 export type { Shareable, ShareContext, SharedHandle } from "./_core/share.ts";
 export type { WaitOptions } from "./_core/deadline.ts";
+export { AuthenticationError } from "./_core/errors.ts";
+export type { ConnectOptions } from "./_conn/connect.ts";
+export type { Listener, ListenOptions, Wire } from "./_conn/listener.ts";
+export type { ProcessLike, Waitable } from "./_conn/wait.ts";
 
 const PIPE_TYPE = "pipe.connection";
 /** Bytes of each direction's ring. */
@@ -92,6 +99,26 @@ const PIPE_CAPACITY = 256 * 1024;
 
 const OPEN = 0;
 const CLOSED_HERE = 1;
+
+/**
+ * Options of {@linkcode Connection.poll}.
+ *
+ * @example Usage
+ * ```ts
+ * import { Pipe, type PollOptions } from "@dmp/multiprocessing/pipe";
+ * import { strict as assert } from "node:assert";
+ *
+ * const [a, b] = Pipe();
+ * const options: PollOptions = { signal: AbortSignal.abort() };
+ * await assert.rejects(b.poll(1000, options), { name: "AbortError" });
+ * a.close();
+ * b.close();
+ * ```
+ */
+export interface PollOptions {
+  /** Aborting it rejects the wait with the signal's `reason`. */
+  signal?: AbortSignal;
+}
 
 /**
  * Options of {@linkcode Pipe}.
@@ -126,24 +153,7 @@ export interface PipeOptions {
  * The shared memory of one end, as it travels into another thread.
  * Internal: make ends with {@linkcode Pipe}.
  *
- * @example Usage
- * ```ts
- * import { Connection, type ConnectionInit, kShare, Pipe } from "@dmp/multiprocessing/pipe";
- * import { strict as assert } from "node:assert";
- *
- * const [a, b] = Pipe();
- * // What travels when `a` is passed to a worker: its rings.
- * const handle = a[kShare]({ transfer: [], afterSend: (fn) => fn() });
- * const init = handle.data as ConnectionInit;
- * assert.ok(init.rx instanceof SharedArrayBuffer);
- * assert.equal(a.closed, false); // shared, not moved
- * const copy = new Connection(init);
- * copy.send("on the same memory");
- * assert.equal(await b.recv(), "on the same memory");
- * copy.close();
- * a.close(); // the last copy: now b sees EOF
- * b.close();
- * ```
+ * @ignore
  */
 export interface ConnectionInit {
   /** The ring this end reads from, or `null` for a send-only end. */
@@ -191,7 +201,7 @@ export interface ConnectionInit {
  * b.close();
  * ```
  */
-export class Connection implements Shareable, Disposable {
+export class Connection<T = unknown> implements Shareable, Disposable {
   readonly #rx: RecordRing | null;
   readonly #tx: RecordRing | null;
   #state = OPEN;
@@ -205,6 +215,7 @@ export class Connection implements Shareable, Disposable {
    * {@linkcode Pipe}.
    *
    * @param init The end's rings.
+   * @ignore
    */
   constructor(init: ConnectionInit) {
     this.#rx = init.rx ? new RecordRing(init.rx) : null;
@@ -301,7 +312,7 @@ export class Connection implements Shareable, Disposable {
    * @throws {DOMException} Named `TimeoutError` when a worker's send finds
    *   no room in time (a message cut off midway is dropped whole).
    */
-  send(value: unknown, options?: WaitOptions): void {
+  send(value: T, options?: WaitOptions): void {
     const tx = this.#writer("send");
     const timeout = options ? sendTimeout(options, "send") : Infinity;
     tx.checkFits(encodeRecord(value, "send"), "send");
@@ -434,8 +445,8 @@ export class Connection implements Shareable, Disposable {
    * @throws {ClosedError} If this end is closed.
    * @throws {DOMException} Named `TimeoutError` when the timeout passes.
    */
-  recv(options: WaitOptions = {}): Promise<unknown> {
-    return this.#recv(options, "any", "recv");
+  recv(options: WaitOptions = {}): Promise<T> {
+    return this.#recv(options, "any", "recv") as Promise<T>;
   }
 
   #recv(
@@ -484,12 +495,12 @@ export class Connection implements Shareable, Disposable {
    * @throws {ClosedError} If this end is closed.
    * @throws {DOMException} Named `TimeoutError` when the timeout passes.
    */
-  recvSync(options: WaitOptions = {}): unknown {
+  recvSync(options: WaitOptions = {}): T {
     const rx = this.#reader("recvSync");
     const timeout = checkTimeout(options.timeout, "recvSync");
     throwIfAborted(options.signal);
     const v = getSync(rx, "any", timeout, this.#checkOpen);
-    return this.#received(v, "recvSync", timeout);
+    return this.#received(v, "recvSync", timeout) as T;
   }
 
   /**
@@ -590,18 +601,20 @@ export class Connection implements Shareable, Disposable {
    * ```
    *
    * @param timeout Milliseconds to wait (`Infinity` for ever).
+   * @param options `signal` aborts the wait with its reason.
    * @returns `true` when `recv` would not wait.
    * @throws {ClosedError} If this end is closed.
    */
-  async poll(timeout: number = 0): Promise<boolean> {
+  async poll(timeout: number = 0, options: PollOptions = {}): Promise<boolean> {
     const rx = this.#reader("poll");
     const ms = checkTimeout(timeout, "poll");
+    throwIfAborted(options.signal);
     if (rx.readable(false)) return true;
     if (ms <= 0) return false;
     const end = performance.now() + ms;
     for (;;) {
       if (rx.readable(true)) return true;
-      await rx.waitGet(Math.max(0, end - performance.now()), undefined);
+      await rx.waitGet(Math.max(0, end - performance.now()), options.signal);
       if (this.#state !== OPEN) throw this.#gone("poll");
       if (performance.now() >= end) return rx.readable(false);
     }
@@ -663,10 +676,7 @@ export class Connection implements Shareable, Disposable {
    * the peer sees `EOFError` only once every copy of this end is closed (a
    * task's or process's copy closes when it ends).
    *
-   * @param _ctx The sending context.
-   * @returns The handle.
-   * @throws {ClosedError} If this end is closed.
-   * @throws {RangeError} If values sent from here still wait for room.
+   * @ignore
    */
   [kShare](_ctx: ShareContext): SharedHandle {
     if (this.#state !== OPEN) throw this.#gone("pass the connection on");
@@ -718,15 +728,29 @@ registerShareable(PIPE_TYPE, (data, ctx) => {
  * writer.close();
  * ```
  *
+ * @example Typed ends
+ * ```ts
+ * import { Pipe } from "@dmp/multiprocessing/pipe";
+ * import { strict as assert } from "node:assert";
+ *
+ * const [a, b] = Pipe<{ cube: number }>();
+ * a.send({ cube: 5 ** 3 }); // a.send("125") does not type-check
+ * const { cube } = await b.recv(); // typed { cube: number }
+ * assert.equal(cube, 125);
+ * a.close();
+ * b.close();
+ * ```
+ *
+ * @typeParam T What the pipe carries (both ways).
  * @param duplex Whether both ends send and receive.
  * @param options The capacity of each direction.
  * @returns The two ends.
  * @throws {RangeError} If `capacityBytes` is not an integer from 64 to 2^30.
  */
-export function Pipe(
+export function Pipe<T = unknown>(
   duplex: boolean = true,
   options: PipeOptions = {},
-): [Connection, Connection] {
+): [Connection<T>, Connection<T>] {
   const cap = checkCapacity(options.capacityBytes, PIPE_CAPACITY, "Pipe");
   const ab = RecordRing.allocate(cap, 0);
   if (!duplex) {
@@ -740,6 +764,173 @@ export function Pipe(
     new Connection({ rx: ba, tx: ab }),
     new Connection({ rx: ab, tx: ba }),
   ];
+}
+
+// -- Between programs: listen, connect, wait --------------------------------
+// The socket code loads on first use: a program that only uses pipes never
+// loads it, and the socket connection (a subclass of Connection) loads
+// after this module.
+
+/**
+ * Listens for connections from other programs or machines, authenticated
+ * both ways with `authkey`: Python's
+ * `multiprocessing.connection.Listener`. `accept()` hands out only peers
+ * that proved they know the key (others are dropped, and accepting goes
+ * on); each is a {@linkcode Connection} with the pipe's API, whose
+ * `recv` throws {@linkcode EOFError} once the peer is gone.
+ *
+ * With `wire: "python"` it speaks Python's own format, so a Python
+ * program's `Client((host, port), authkey=b"...")` connects to it:
+ * `sendBytes`/`recvBytes` carry raw bytes (`send_bytes`/`recv_bytes`) and
+ * `send`/`recv` carry plain data as pickles — None ↔ `null`, bool ↔
+ * `boolean`, int ↔ `number` (a `bigint` beyond safe integers), float →
+ * `number`, str ↔ `string`, bytes ↔ `Uint8Array`, list ↔ `Array`, tuple →
+ * `Array`, dict with str keys ↔ plain object, other dicts ↔ `Map`, set and
+ * frozenset ↔ `Set`. A pickle that names a class or a function is refused
+ * with a `TypeError`, and nothing in it is run.
+ *
+ * ```py
+ * from multiprocessing.connection import Client
+ *
+ * with Client(("127.0.0.1", 6000), authkey=b"secret") as conn:
+ *     conn.send({"job": [1, 2, 3]})
+ *     print(conn.recv())
+ * ```
+ *
+ * @example Usage
+ * ```ts
+ * import { connect, listen } from "@dmp/multiprocessing/pipe";
+ * import { strict as assert } from "node:assert";
+ *
+ * await using listener = await listen({ port: 0, authkey: "secret" });
+ * const [client, server] = await Promise.all([
+ *   connect({ port: listener.addr.port, authkey: "secret" }),
+ *   listener.accept(),
+ * ]);
+ * client.send({ job: [1, 2, 3] });
+ * const { job } = await server.recv() as { job: number[] };
+ * server.send(job.map((x) => x ** 3));
+ * assert.deepEqual(await client.recv(), [1, 8, 27]);
+ * client.close();
+ * server.close();
+ * ```
+ *
+ * @example Python's wire
+ * ```ts
+ * import { connect, listen } from "@dmp/multiprocessing/pipe";
+ * import { strict as assert } from "node:assert";
+ *
+ * // What a Python Client sends and reads, here from both sides.
+ * await using listener = await listen({
+ *   port: 0,
+ *   authkey: "secret",
+ *   wire: "python",
+ * });
+ * const [client, server] = await Promise.all([
+ *   connect({ port: listener.addr.port, authkey: "secret", wire: "python" }),
+ *   listener.accept(),
+ * ]);
+ * client.send(new Map([[1, "one"]])); // a dict with an int key
+ * assert.deepEqual(await server.recv(), new Map([[1, "one"]]));
+ * client.close();
+ * server.close();
+ * ```
+ *
+ * @param options Where to listen (`port: 0` picks a free one), the
+ *   authkey, `tls: { cert, key }` and the wire.
+ * @returns The listener; it keeps the program alive until closed.
+ * @throws {TypeError} If the authkey is not a non-empty string or
+ *   `Uint8Array`, or `wire` is unknown.
+ * @throws {RangeError} If the port is not an integer from 0 to 65535.
+ */
+export async function listen(options: ListenOptions): Promise<Listener> {
+  return (await import("./_conn/listener.ts")).listen(options);
+}
+
+/**
+ * Connects to a listener made with {@linkcode listen} (or, with `wire:
+ * "python"`, to a Python `multiprocessing.connection.Listener`) and
+ * authenticates both ways: Python's `multiprocessing.connection.Client`.
+ *
+ * ```py
+ * from multiprocessing.connection import Listener
+ *
+ * with Listener(("127.0.0.1", 6000), authkey=b"secret") as listener:
+ *     with listener.accept() as conn:
+ *         conn.send_bytes(b"raw")
+ * ```
+ *
+ * @example Usage
+ * ```ts
+ * import { AuthenticationError, connect, listen } from "@dmp/multiprocessing/pipe";
+ * import { strict as assert } from "node:assert";
+ *
+ * await using listener = await listen({ port: 0, authkey: "secret" });
+ * await assert.rejects(
+ *   connect({ port: listener.addr.port, authkey: "wrong" }),
+ *   AuthenticationError,
+ * );
+ * const client = await connect({ port: listener.addr.port, authkey: "secret" });
+ * const server = await listener.accept();
+ * server.sendBytes(new TextEncoder().encode("raw"));
+ * assert.equal(new TextDecoder().decode(await client.recvBytes()), "raw");
+ * client.close();
+ * server.close();
+ * ```
+ *
+ * @typeParam T What the connection carries.
+ * @param options Where to connect, the authkey, `tls: { caCerts? }`,
+ *   `timeout` (ms, for connecting and the handshake; default 10 s),
+ *   `signal` and the wire.
+ * @returns The connection.
+ * @throws {AuthenticationError} If either side does not know the key, or
+ *   the peer speaks another protocol.
+ * @throws {DOMException} Named `TimeoutError` past the timeout.
+ */
+export async function connect<T = unknown>(
+  options: ConnectOptions,
+): Promise<Connection<T>> {
+  return (await (await import("./_conn/connect.ts")).connect(
+    options,
+  )) as Connection<T>;
+}
+
+/**
+ * Of some connections (pipe ends and socket connections) and processes,
+ * the ones ready now, waiting up to `timeout` ms for at least one: a
+ * connection whose `recv` would not wait (a message is there, or its peer
+ * closed) and a `Process` that ended. Python's
+ * `multiprocessing.connection.wait`.
+ *
+ * @example Usage
+ * ```ts
+ * import { Pipe, wait } from "@dmp/multiprocessing/pipe";
+ * import { strict as assert } from "node:assert";
+ *
+ * const [a1, b1] = Pipe();
+ * const [a2, b2] = Pipe();
+ * assert.deepEqual(await wait([b1, b2], { timeout: 0 }), []);
+ * a2.send("ready");
+ * assert.deepEqual(await wait([b1, b2]), [b2]);
+ * setTimeout(() => a1.send("later"), 10);
+ * assert.deepEqual(await wait([b1], { timeout: 5000 }), [b1]);
+ * for (const c of [a1, b1, a2, b2]) c.close();
+ * ```
+ *
+ * @typeParam T The objects' type.
+ * @param objects Connections and processes.
+ * @param options `timeout` (ms; `0` only checks; none waits for ever) and
+ *   `signal`.
+ * @returns The ready ones, in the order given (empty at the timeout).
+ * @throws {TypeError} If an object is neither, or a process was never
+ *   started.
+ * @throws {ClosedError} If a connection is closed.
+ */
+export async function wait<T extends Waitable>(
+  objects: Iterable<T>,
+  options: WaitOptions = {},
+): Promise<T[]> {
+  return (await import("./_conn/wait.ts")).waitReady(objects, options);
 }
 
 if (isMainModule(import.meta)) {

@@ -185,3 +185,43 @@ mpTest(
     q.close();
   },
 );
+
+mpTest(
+  "a Lock, Queue, Value and pipe end inside a pipe message are used live by a Process",
+  async () => {
+    const [toChild, childEnd] = Pipe();
+    const lock = new Lock();
+    const q = new Queue<number>();
+    const v = new Value("i", 0);
+    const [mine, theirs] = Pipe<string>();
+    toChild.send({ lock, q, v, conn: theirs });
+    theirs.close();
+    lock.acquireSync();
+    const p = new Process({
+      target: async (inbox: typeof childEnd) => {
+        const { lock, q, v, conn } = await inbox.recv({ timeout: 30_000 }) as {
+          lock: Lock;
+          q: Queue<number>;
+          v: Value<"i">;
+          conn: import("../patterns/pipe.ts").Connection<string>;
+        };
+        q.put(lock.locked() ? 1 : 0); // the parent holds it
+        await lock.acquire({ timeout: 30_000 });
+        v.value = 99;
+        lock.release();
+        conn.send("done");
+      },
+      args: [childEnd],
+    });
+    p.start();
+    assert.equal(await q.get({ timeout: 30_000 }), 1);
+    lock.release();
+    assert.equal(await mine.recv({ timeout: 30_000 }), "done");
+    await p.join();
+    assert.equal(p.exitCode, 0);
+    assert.equal(v.value, 99);
+    assert.equal(depositCount(), 0);
+    for (const x of [toChild, childEnd, mine]) x.close();
+    q.close();
+  },
+);

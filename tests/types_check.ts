@@ -1,7 +1,8 @@
 /**
  * Compile-time checks, run by `deno task check` (never executed): wrong
  * `args` for a `Process` target, wrong task names and item types for a
- * `Pool` with a typed module, and wrong `Queue` item types are type errors.
+ * `Pool` with a typed module, and wrong `Queue` item and `Pipe` message
+ * types are type errors.
  * Each `@ts-expect-error` line fails the check if it stops being an error.
  *
  * @module
@@ -9,6 +10,7 @@
 
 import { type Pool, Process } from "../patterns/cube.ts";
 import type { Queue } from "../patterns/queue.ts";
+import { Pipe } from "../patterns/pipe.ts";
 import type * as Tasks from "./fixtures/tasks.ts";
 
 export function processArgs(): void {
@@ -43,4 +45,18 @@ export function queueItems(q: Queue<number>): void {
   q.putNowait("x");
   const n: number = q.getNowait();
   void n;
+}
+
+export async function pipeMessages(): Promise<void> {
+  const [a, b] = Pipe<{ n: number }>();
+  a.send({ n: 1 });
+  // @ts-expect-error: a Pipe<{ n: number }> carries { n: number }
+  a.send("x");
+  const got: { n: number } = await b.recv();
+  const gotSync: { n: number } = b.recvSync();
+  // @ts-expect-error: recv gives the pipe's message type, not a string
+  const wrong: string = await b.recv();
+  void got, gotSync, wrong;
+  a.close();
+  b.close();
 }
