@@ -52,8 +52,20 @@ function escapeXml(text: string): string {
   return text.replace(/[<>&"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
+/**
+ * A label that fits: long parenthesised asides (what the baseline ran) go
+ * first, then the middle, so rows that differ only at their end stay apart.
+ */
 function shorten(text: string, max: number): string {
-  return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
+  // An aside (one level of nested parentheses allowed), unless it is short
+  // enough to be what tells two rows apart ("(Python: spawn)").
+  const aside = /\s*\((?:[^()]|\([^()]*\))*\)/g;
+  let t = text.replace(aside, (m) => (m.length > 24 ? "" : m)).trim();
+  if (t.length <= max) return t;
+  t = t.replace(aside, "").trim();
+  if (t.length <= max) return t;
+  const head = Math.ceil((max - 1) / 2), tail = max - 1 - head;
+  return `${t.slice(0, head)}…${t.slice(t.length - tail)}`;
 }
 
 const fmt = new Intl.NumberFormat("en-US", { maximumSignificantDigits: 3 });
@@ -160,7 +172,7 @@ export function renderBenchSvg(
   const legend = [
     ["#2e86c1", "ours better"],
     ["#e67e22", "baseline better"],
-    ["#8e44ad", "under load (two CPU hogs)"],
+    ["#8e44ad", "under load (a CPU hog beside)"],
   ].map(([c, t], i) =>
     `<rect x="${8 + i * 220}" y="${
       height - 20

@@ -56,3 +56,42 @@ export function mpTest(
 export function range(n: number): number[] {
   return Array.from({ length: n }, (_, i) => i);
 }
+
+/** What {@linkcode runFromRoot} returns. */
+export interface RunResult {
+  /** The exit code. */
+  code: number;
+  /** Standard output, as text. */
+  stdout: string;
+  /** Standard error, as text. */
+  stderr: string;
+}
+
+/**
+ * Runs a command from the project's root with no stdin, `NO_COLOR=1` and a
+ * 60 s limit, and collects its output as text.
+ *
+ * @param command The program (e.g. `Deno.execPath()` or `"script"`).
+ * @param args Its arguments.
+ * @returns Its exit code and output.
+ */
+export async function runFromRoot(
+  command: string,
+  args: string[],
+): Promise<RunResult> {
+  const out = await new Deno.Command(command, {
+    args,
+    cwd: new URL("..", import.meta.url).pathname,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  const text = new TextDecoder();
+  return {
+    code: out.code,
+    stdout: text.decode(out.stdout),
+    stderr: text.decode(out.stderr),
+  };
+}

@@ -3,7 +3,7 @@ import { ClosedError, Pool, RemoteError } from "../patterns/cube.ts";
 import { AuthenticationError } from "../patterns/server_process.ts";
 import { runWorker, type WorkerReport } from "../patterns/worker.ts";
 import { Value } from "../patterns/value.ts";
-import { mpTest, range } from "./_helpers.ts";
+import { mpTest, range, runFromRoot } from "./_helpers.ts";
 import {
   startRedis,
   startWorkerProcess,
@@ -599,35 +599,23 @@ if (noRedis) {
       await using redis = await startRedis({ tls: true });
       assert.match(redis.url, /^rediss:/);
       const run = (cert: boolean) =>
-        new Deno.Command(Deno.execPath(), {
-          args: [
-            "run",
-            "--no-prompt",
-            ...(cert ? ["--cert", "tests/fixtures/broker_tls/ca.crt"] : []),
-            "--allow-read=./patterns,./tests",
-            "--allow-net=127.0.0.1",
-            "tests/fixtures/broker_tls_client.ts",
-            redis.url,
-          ],
-          cwd: new URL("..", import.meta.url).pathname,
-          stdin: "null",
-          stdout: "piped",
-          stderr: "piped",
-          env: { NO_COLOR: "1" },
-          signal: AbortSignal.timeout(60_000),
-        }).output();
+        runFromRoot(Deno.execPath(), [
+          "run",
+          "--no-prompt",
+          ...(cert ? ["--cert", "tests/fixtures/broker_tls/ca.crt"] : []),
+          "--allow-read=./patterns,./tests",
+          "--allow-net=127.0.0.1",
+          "tests/fixtures/broker_tls_client.ts",
+          redis.url,
+        ]);
       const ok = await run(true);
-      const text = new TextDecoder().decode(ok.stderr);
-      assert.equal(ok.code, 0, text);
-      assert.deepEqual(
-        JSON.parse(new TextDecoder().decode(ok.stdout)),
-        [1, 8, 27],
-      );
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.deepEqual(JSON.parse(ok.stdout), [1, 8, 27]);
       // Without the CA, the server's certificate is refused.
       const refused = await run(false);
       assert.notEqual(refused.code, 0);
       assert.match(
-        new TextDecoder().decode(refused.stderr),
+        refused.stderr,
         /certificate/,
       );
     },

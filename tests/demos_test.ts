@@ -7,7 +7,7 @@
  */
 
 import { strict as assert } from "node:assert";
-import { mpTest } from "./_helpers.ts";
+import { mpTest, runFromRoot } from "./_helpers.ts";
 
 Deno.test.sanitizer?.({ ops: true, resources: true });
 
@@ -40,17 +40,12 @@ for (const task of TASKS) {
     mpTest(
       `deno task ${task}${args} runs in a terminal with no prompt`,
       async () => {
-        const out = await new Deno.Command("script", {
-          args: ["-qec", `${Deno.execPath()} task ${task}${args}`, "/dev/null"],
-          cwd: new URL("..", import.meta.url).pathname,
-          stdin: "null",
-          stdout: "piped",
-          stderr: "piped",
-          env: { NO_COLOR: "1" },
-          signal: AbortSignal.timeout(60_000),
-        }).output();
-        const text = new TextDecoder().decode(out.stdout) +
-          new TextDecoder().decode(out.stderr);
+        const out = await runFromRoot("script", [
+          "-qec",
+          `${Deno.execPath()} task ${task}${args}`,
+          "/dev/null",
+        ]);
+        const text = out.stdout + out.stderr;
         assert.doesNotMatch(text, /Deno requests|Allow\?/, text);
         assert.equal(out.code, 0, text);
       },
@@ -62,16 +57,13 @@ for (const task of TASKS) {
 mpTest(
   "a demo that fails prints one clear line and exits 1, with no stack",
   async () => {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["task", "cube", "--items", "5"],
-      cwd: new URL("..", import.meta.url).pathname,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      env: { NO_COLOR: "1" },
-      signal: AbortSignal.timeout(60_000),
-    }).output();
-    const lines = new TextDecoder().decode(out.stderr).trim().split("\n")
+    const out = await runFromRoot(Deno.execPath(), [
+      "task",
+      "cube",
+      "--items",
+      "5",
+    ]);
+    const lines = out.stderr.trim().split("\n")
       .filter((l) => !l.startsWith("Task "));
     assert.equal(out.code, 1);
     assert.deepEqual(lines, [
