@@ -50,7 +50,7 @@ export interface ProxyBinding {
 }
 
 /** The object a call goes to: the root (0) or an object's id. */
-type Target = Request[1];
+export type Target = Request[1];
 
 /**
  * How long past its timeout a waiting call still gives the server to
