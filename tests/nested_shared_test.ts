@@ -225,3 +225,54 @@ mpTest(
     q.close();
   },
 );
+
+mpTest(
+  "a Value put by a grandchild process arrives live in the main thread and in its parent",
+  async () => {
+    type Item = { v: Value<"i"> };
+    const toMain = new Queue<Item>();
+    const toParent = new Queue<Item>();
+    const cube = new URL("../patterns/cube.ts", import.meta.url).href;
+    const value = new URL("../patterns/value.ts", import.meta.url).href;
+    const p = new Process({
+      target: async (
+        toMain: Queue<Item>,
+        toParent: Queue<Item>,
+        cube: string,
+        value: string,
+      ) => {
+        const { Process } = await import(cube);
+        const spawn = (q: Queue<Item>, n: number) => {
+          const child = new Process({
+            target: async (q: Queue<Item>, value: string, n: number) => {
+              const { Value } = await import(value);
+              q.putSync({ v: new Value("i", n) });
+            },
+            args: [q, value, n],
+          });
+          child.start();
+          return child;
+        };
+        // One grandchild puts for the main thread, one for this process.
+        const first = spawn(toMain, 7), second = spawn(toParent, 9);
+        const { v } = await toParent.get({ timeout: 30_000 });
+        v.value += 1;
+        await first.join();
+        await second.join();
+        toMain.putSync({ v });
+      },
+      args: [toMain, toParent, cube, value],
+    });
+    p.start();
+    const got = [
+      await toMain.get({ timeout: 30_000 }),
+      await toMain.get({ timeout: 30_000 }),
+    ].map((item) => item.v.value).sort((a, b) => a - b);
+    assert.deepEqual(got, [7, 10]);
+    await p.join();
+    assert.equal(p.exitCode, 0);
+    assert.equal(depositCount(), 0);
+    toMain.close();
+    toParent.close();
+  },
+);

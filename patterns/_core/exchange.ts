@@ -7,13 +7,23 @@
  * into the ring; the thread that reads the record withdraws the handle by
  * that id, once.
  *
- * The main thread keeps the deposits. Every worker has a port to it (a
- * nested worker's port is handed up by its spawner), posts its deposits
- * there, and asks for a withdrawal by posting the id with a word to be
- * woken on; the main thread answers from its port listener or, when it
- * reads a record itself, by draining the ports at once
- * (`receiveMessageOnPort`), so it never waits on itself. A deposit is kept
- * until it is withdrawn: an item nobody reads keeps its objects' memory.
+ * The main thread keeps the deposits. Every worker has two ports to it (a
+ * nested worker's are handed up by its spawner):
+ *
+ * - the **deposit** port carries deposits, and the ports of the workers it
+ *   spawns. The main thread never listens on it: it drains it at once
+ *   (`receiveMessageOnPort`) when it needs a deposit. A listener's pending
+ *   receive would take a message off the port before the event loop hands
+ *   it over, and a synchronous drain would then miss it; without one, a
+ *   deposit posted before its record was written is always found.
+ * - the **request** port carries withdrawals: the id, and a word to wake
+ *   the worker on. The main thread listens there, drains the deposit ports
+ *   and answers on the same port; the worker waits on its word, blocking,
+ *   and takes the answer with `receiveMessageOnPort`.
+ *
+ * So the main thread never waits on itself, and a worker-to-worker hand-over
+ * costs one turn of the main thread's event loop. A deposit is kept until it
+ * is withdrawn: an item nobody reads keeps its objects' memory.
  *
  * @module
  */
@@ -28,11 +38,29 @@ import { perThread } from "./runtime.ts";
 /** How long a withdrawal waits for the main thread to answer. */
 const WITHDRAW_WAIT_MS = 60_000;
 
-type HubMessage =
-  | { d: string; v: unknown } // deposit
-  | { w: string; s: Int32Array } // want (withdraw)
-  | { a: MessagePort } // adopt a nested worker's port
-  | { r: string; v: unknown }; // reply to a want
+/** On a deposit port. */
+type DepositMessage =
+  | { d: string; v: unknown } // a deposit
+  | { a: MessagePort; b: MessagePort; k: string }; // a nested worker's ports
+
+/** On a request port. */
+type RequestMessage =
+  | { w: string; s: Int32Array } // a withdrawal
+  | { g: string } // the nested worker `g` has ended
+  | { r: string; v: unknown; ok: boolean }; // the main thread's answer
+
+/** Main thread: a worker's ports, and those of the workers it spawned. */
+interface Adopted {
+  deposit: MessagePort;
+  request: MessagePort;
+  children: Map<string, Adopted>;
+}
+
+/** A worker's two ports to the main thread. */
+interface Up {
+  deposit: MessagePort;
+  request: MessagePort;
+}
 
 interface Want {
   port: MessagePort;
@@ -40,18 +68,14 @@ interface Want {
 }
 
 interface ExchangeState {
-  /** In a worker: its port to the main thread. */
-  up: MessagePort | undefined;
+  /** In a worker: its ports to the main thread. */
+  up: Up | undefined;
   /** In the main thread: the deposits by id. */
   deposits: Map<string, unknown>;
-  /** In the main thread: withdrawals asked for before their deposit came. */
-  wants: Map<string, Want>;
-  /** In the main thread: every worker's port. */
-  ports: Set<MessagePort>;
+  /** In the main thread: every worker's ports, by its deposit port. */
+  ports: Map<MessagePort, Adopted>;
   /** The word this thread is woken on when its withdrawal is answered. */
   signal: Int32Array | undefined;
-  /** A reply that came for another id while draining (kept for later). */
-  replies: Map<string, unknown>;
   counter: number;
   prefix: string;
 }
@@ -65,119 +89,140 @@ function exchange(): ExchangeState {
     return {
       up: undefined,
       deposits: new Map(),
-      wants: new Map(),
-      ports: new Set(),
+      ports: new Map(),
       signal: undefined,
-      replies: new Map(),
       counter: 0,
       prefix: `${r[0]!.toString(36)}${r[1]!.toString(36)}.`,
     };
   });
 }
 
-/** A new worker's exchange port, made by {@linkcode childExchangePort}. */
+/** A new worker's exchange ports, made by {@linkcode childExchangePort}. */
 export interface ChildExchange {
-  /** Goes to the new worker (in `workerData`, transferred). */
-  port: MessagePort;
+  /** Go to the new worker (in `workerData`, transferred). */
+  ports: [deposit: MessagePort, request: MessagePort];
   /** Closes this side once the worker has ended. */
   close(): void;
 }
 
 /**
- * Makes the exchange port of a worker about to be spawned by this thread.
- * Its other end is adopted by the main thread (handed up when this thread
- * is a worker itself, and then closed by the main thread when the worker's
- * end goes away).
+ * Makes the exchange ports of a worker about to be spawned by this thread.
+ * Their other ends are adopted by the main thread (handed up when this
+ * thread is a worker itself).
  *
- * @returns The port for the child and how to close this side.
+ * @returns The ports for the child and how to close this side.
  */
 export function childExchangePort(): ChildExchange {
   const ex = exchange();
-  const { port1, port2 } = new MessageChannel();
-  if (ex.up) {
-    ex.up.postMessage({ a: port1 } satisfies HubMessage, [port1]);
-    return { port: port2, close() {} };
-  }
-  adopt(port1);
+  const dep = new MessageChannel(), req = new MessageChannel();
+  const ports: [MessagePort, MessagePort] = [dep.port2, req.port2];
   let open = true;
+  const up = ex.up;
+  if (up) {
+    const k = `${ex.prefix}w${(ex.counter++).toString(36)}`;
+    up.deposit.postMessage(
+      { a: dep.port1, b: req.port1, k } satisfies DepositMessage,
+      [dep.port1, req.port1],
+    );
+    return {
+      ports,
+      close() {
+        if (!open) return;
+        open = false;
+        // The main thread closes its side once it has taken the deposits.
+        up.request.postMessage({ g: k } satisfies RequestMessage);
+      },
+    };
+  }
+  const adopted = adopt(dep.port1, req.port1);
   return {
-    port: port2,
+    ports,
     close() {
       if (!open) return;
       open = false;
-      // What the worker posted before it ended is still taken.
-      for (let got; (got = receiveMessageOnPort(port1));) {
-        onHubMessage(port1, got.message as HubMessage);
-      }
-      ex.ports.delete(port1);
-      port1.close();
+      release(adopted);
     },
   };
 }
 
 /**
- * Called once in a new worker with the port its spawner made for it
+ * Called once in a new worker with the ports its spawner made for it
  * ({@linkcode childExchangePort}).
  *
- * @param port The worker's port to the main thread's exchange.
+ * @param ports The worker's deposit and request ports.
  */
-export function joinExchange(port: MessagePort): void {
-  exchange().up = port;
+export function joinExchange(ports: [MessagePort, MessagePort]): void {
+  exchange().up = { deposit: ports[0], request: ports[1] };
 }
 
-function adopt(port: MessagePort): void {
-  const ex = exchange();
-  ex.ports.add(port);
-  port.on("message", (m: HubMessage) => onHubMessage(port, m));
-  port.on("close", () => ex.ports.delete(port));
+/** Main thread: starts serving a worker's ports. */
+function adopt(deposit: MessagePort, request: MessagePort): Adopted {
+  const adopted: Adopted = { deposit, request, children: new Map() };
+  exchange().ports.set(deposit, adopted);
+  request.on("message", (m: RequestMessage) => {
+    if ("w" in m) {
+      answer({ port: request, signal: m.s }, m.w);
+    } else if ("g" in m) {
+      // Its adoption may still wait on the spawner's deposit port.
+      drainPort(adopted);
+      const child = adopted.children.get(m.g);
+      adopted.children.delete(m.g);
+      if (child) release(child);
+    }
+  });
   // The exchange never keeps a program alive.
-  (port as MessagePort & { unref?(): void }).unref?.();
+  (request as MessagePort & { unref?(): void }).unref?.();
+  return adopted;
 }
 
-/** Handles a worker's message in the main thread. */
-function onHubMessage(port: MessagePort, m: HubMessage): void {
+/**
+ * Main thread: closes a worker's ports (and its children's) once it has
+ * ended, keeping what it deposited.
+ */
+function release(adopted: Adopted): void {
+  drainPort(adopted);
+  for (const child of adopted.children.values()) release(child);
+  adopted.children.clear();
+  exchange().ports.delete(adopted.deposit);
+  adopted.deposit.close();
+  adopted.request.close();
+}
+
+/** Main thread: takes what one deposit port holds now. */
+function drainPort(adopted: Adopted): boolean {
   const ex = exchange();
-  if ("a" in m) {
-    adopt(m.a);
-  } else if ("d" in m) {
-    const want = ex.wants.get(m.d);
-    if (want) {
-      ex.wants.delete(m.d);
-      answer(want, m.d, m.v);
-    } else {
-      ex.deposits.set(m.d, m.v);
-    }
-  } else if ("w" in m) {
-    const want = { port, signal: m.s };
-    if (!ex.deposits.has(m.w)) drainPorts(m.w);
-    if (ex.deposits.has(m.w)) {
-      const v = ex.deposits.get(m.w);
-      ex.deposits.delete(m.w);
-      answer(want, m.w, v);
-    } else {
-      ex.wants.set(m.w, want);
-    }
+  let any = false;
+  for (let got; (got = receiveMessageOnPort(adopted.deposit));) {
+    any = true;
+    const m = got.message as DepositMessage;
+    if ("d" in m) ex.deposits.set(m.d, m.v);
+    else adopted.children.set(m.k, adopt(m.a, m.b));
   }
+  return any;
 }
 
-function answer(want: Want, id: string, value: unknown): void {
-  want.port.postMessage({ r: id, v: value } satisfies HubMessage);
-  Atomics.store(want.signal, 0, 1);
-  Atomics.notify(want.signal, 0);
-}
-
-/** Main thread: takes what the workers posted, now (until `id` is seen). */
+/** Main thread: takes what every deposit port holds (until `id` is seen). */
 function drainPorts(id: string): void {
   const ex = exchange();
   for (let progress = true; progress && !ex.deposits.has(id);) {
     progress = false;
-    for (const port of [...ex.ports]) {
-      for (let got; (got = receiveMessageOnPort(port));) {
-        progress = true;
-        onHubMessage(port, got.message as HubMessage);
-      }
-    }
+    // A nested worker's ports arrive on its spawner's port: go round again.
+    for (const a of [...ex.ports.values()]) progress = drainPort(a) || progress;
   }
+}
+
+/** Main thread: answers a worker's withdrawal. */
+function answer(want: Want, id: string): void {
+  const ex = exchange();
+  if (!ex.deposits.has(id)) drainPorts(id);
+  // An unknown id is answered too (with nothing): the worker must not wait
+  // a minute for a deposit that cannot come.
+  const found = ex.deposits.has(id);
+  const v = ex.deposits.get(id);
+  ex.deposits.delete(id);
+  want.port.postMessage({ r: id, v, ok: found } satisfies RequestMessage);
+  Atomics.store(want.signal, 0, 1);
+  Atomics.notify(want.signal, 0);
 }
 
 /**
@@ -190,15 +235,9 @@ export function deposit(value: unknown): string {
   const ex = exchange();
   const id = `${ex.prefix}${(ex.counter++).toString(36)}`;
   if (ex.up) {
-    ex.up.postMessage({ d: id, v: value } satisfies HubMessage);
+    ex.up.deposit.postMessage({ d: id, v: value } satisfies DepositMessage);
   } else {
-    const want = ex.wants.get(id);
-    if (want) {
-      ex.wants.delete(id);
-      answer(want, id, value);
-    } else {
-      ex.deposits.set(id, value);
-    }
+    ex.deposits.set(id, value);
   }
   return id;
 }
@@ -210,47 +249,49 @@ export function deposit(value: unknown): string {
  *
  * @param id The id read from the record.
  * @returns The deposited value.
- * @throws {Error} If the main thread does not answer within a minute (it
- *   is blocked, or the id was never deposited).
+ * @throws {Error} If nothing was deposited under `id`, or the main thread
+ *   does not answer within a minute (it is blocked).
  */
 export function withdraw(id: string): unknown {
   const ex = exchange();
   if (!ex.up) {
     if (!ex.deposits.has(id)) drainPorts(id);
-    if (!ex.deposits.has(id)) throw lost(id);
+    if (!ex.deposits.has(id)) throw lost(id, "it was never deposited");
     const v = ex.deposits.get(id);
     ex.deposits.delete(id);
     return v;
   }
-  if (ex.replies.has(id)) {
-    const v = ex.replies.get(id);
-    ex.replies.delete(id);
-    return v;
-  }
+  const port = ex.up.request;
   const signal = ex.signal ??= new Int32Array(new SharedArrayBuffer(4));
   Atomics.store(signal, 0, 0);
-  ex.up.postMessage({ w: id, s: signal } satisfies HubMessage);
+  port.postMessage({ w: id, s: signal } satisfies RequestMessage);
   const end = Date.now() + WITHDRAW_WAIT_MS;
   for (;;) {
-    for (let got; (got = receiveMessageOnPort(ex.up));) {
-      const m = got.message as HubMessage;
-      if ("r" in m) {
-        if (m.r === id) return m.v;
-        ex.replies.set(m.r, m.v);
-      }
+    const got = receiveMessageOnPort(port);
+    if (got) {
+      const m = got.message as { r: string; v: unknown; ok: boolean };
+      // An answer to an earlier withdrawal that gave up is dropped.
+      if (m.r !== id) continue;
+      if (!m.ok) throw lost(id, "it was never deposited");
+      return m.v;
     }
     const left = end - Date.now();
-    if (left <= 0) throw lost(id);
+    if (left <= 0) {
+      throw lost(
+        id,
+        `the main thread did not answer within ${
+          WITHDRAW_WAIT_MS / 1000
+        } s (is it blocked?)`,
+      );
+    }
     Atomics.wait(signal, 0, 0, Math.min(left, 50));
     Atomics.store(signal, 0, 0);
   }
 }
 
-function lost(id: string): Error {
+function lost(id: string, why: string): Error {
   return new Error(
-    `Cannot receive the shared object inside the message (exchange id ${id}): the main thread did not hand it over within ${
-      WITHDRAW_WAIT_MS / 1000
-    } s (is it blocked?)`,
+    `Cannot receive the shared object inside the message (exchange id ${id}): ${why}`,
   );
 }
 

@@ -197,10 +197,10 @@ export class ManagedWorker {
         workerData: {
           [INIT]: init,
           port: channel.port2,
-          exchange: exchange.port,
+          exchange: exchange.ports,
         },
         // deno-lint-ignore no-explicit-any
-        transferList: [channel.port2 as any, exchange.port],
+        transferList: [channel.port2 as any, ...exchange.ports],
         resourceLimits: { maxOldGenerationSizeMb: this.#limitMb },
         // Threads share the environment, as Web Workers do. Node's default
         // copies process.env, which reads every variable and so prompts for
@@ -212,7 +212,7 @@ export class ManagedWorker {
       // as a crash at start, as a Web Worker's failed load is.
       markThreadDead(this.#threadId);
       channel.port1.close();
-      exchange.port.close();
+      for (const p of exchange.ports) p.close();
       exchange.close();
       this.#worker = undefined;
       this.#refd = false;
@@ -502,7 +502,9 @@ export function installWorkerRuntime(
     blocks: init.blocks,
   });
   const port = (workerData as { port?: MessagePort }).port!;
-  joinExchange((workerData as { exchange: NodeMessagePort }).exchange);
+  joinExchange(
+    (workerData as { exchange: [NodeMessagePort, NodeMessagePort] }).exchange,
+  );
   port.onmessage = (e: MessageEvent) => onMessage(e.data);
   // Worker code written for Web Workers names the global scope `self`.
   (globalThis as { self?: unknown }).self ??= globalThis;
