@@ -51,12 +51,14 @@
  */
 
 import {
+  abandonDeposit,
   encodeBytesRecord,
   type EncodedRecord,
   encodeRecord,
   restorePending,
   savePending,
   settleReceived,
+  takeDeposit,
 } from "./_shm/codec.ts";
 import {
   checkCapacity,
@@ -316,7 +318,13 @@ export class Connection<T = unknown> implements Shareable, Disposable {
     const tx = this.#writer("send");
     const timeout = options ? sendTimeout(options, "send") : Infinity;
     tx.checkFits(encodeRecord(value, "send"), "send");
-    this.#write(tx, "send", timeout);
+    const deposited = takeDeposit();
+    try {
+      this.#write(tx, "send", timeout);
+    } catch (e) {
+      abandonDeposit(deposited);
+      throw e;
+    }
   }
 
   /**

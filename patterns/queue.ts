@@ -45,7 +45,12 @@
  * @module
  */
 
-import { encodeRecord, settleReceived } from "./_shm/codec.ts";
+import {
+  abandonDeposit,
+  encodeRecord,
+  settleReceived,
+  takeDeposit,
+} from "./_shm/codec.ts";
 import {
   checkCapacity,
   CLOSED,
@@ -204,8 +209,18 @@ async function putItem(
   const timeout = checkTimeout(options.timeout, "put");
   throwIfAborted(options.signal);
   ring.checkFits(encodeRecord(item, "put"), "put");
-  const r = await putAsync(ring, timeout, options.signal);
-  if (r !== OK) throw putError(r, "put", timeout);
+  const deposited = takeDeposit();
+  let r;
+  try {
+    r = await putAsync(ring, timeout, options.signal);
+  } catch (e) {
+    abandonDeposit(deposited);
+    throw e;
+  }
+  if (r !== OK) {
+    abandonDeposit(deposited);
+    throw putError(r, "put", timeout);
+  }
 }
 
 function getResult(v: unknown, timeout: number): unknown {
@@ -393,8 +408,18 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
     const timeout = checkTimeout(options.timeout, "putSync");
     throwIfAborted(options.signal);
     this.#ring.checkFits(encodeRecord(item, "putSync"), "putSync");
-    const r = putSync(this.#ring, timeout);
-    if (r !== OK) throw putError(r, "putSync", timeout);
+    const deposited = takeDeposit();
+    let r;
+    try {
+      r = putSync(this.#ring, timeout);
+    } catch (e) {
+      abandonDeposit(deposited);
+      throw e;
+    }
+    if (r !== OK) {
+      abandonDeposit(deposited);
+      throw putError(r, "putSync", timeout);
+    }
   }
 
   /**
@@ -427,8 +452,12 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
         `Cannot putNowait: the item needs ${size} bytes, more than the queue's ${ring.capacity} (capacityBytes) hold at once; put() and putSync() stream it`,
       );
     }
+    const deposited = takeDeposit();
     const r = ring.tryPut(false);
-    if (r !== OK) throw putError(r, "putNowait", 0);
+    if (r !== OK) {
+      abandonDeposit(deposited);
+      throw putError(r, "putNowait", 0);
+    }
   }
 
   /**

@@ -1,7 +1,7 @@
 import { strict as assert } from "node:assert";
 import { Pool, Process } from "../patterns/cube.ts";
 import { EOFError, Pipe } from "../patterns/pipe.ts";
-import { Queue } from "../patterns/queue.ts";
+import { FullError, Queue } from "../patterns/queue.ts";
 import { Lock } from "../patterns/sync.ts";
 import { Value } from "../patterns/value.ts";
 import { depositCount } from "../patterns/_core/exchange.ts";
@@ -274,5 +274,24 @@ mpTest(
     assert.equal(depositCount(), 0);
     toMain.close();
     toParent.close();
+  },
+);
+
+mpTest(
+  "a put that fails leaves nothing behind: no deposit, and a pipe end inside it adds no copy",
+  async () => {
+    const q = new Queue<unknown>({ maxsize: 1 });
+    q.putNowait("filler");
+    const [mine, theirs] = Pipe();
+    assert.throws(() => q.putNowait({ end: theirs }), FullError);
+    await assert.rejects(q.put({ end: theirs }, { timeout: 10 }), FullError);
+    const aborted = AbortSignal.abort();
+    await assert.rejects(q.put({ end: theirs }, { signal: aborted }));
+    assert.equal(depositCount(), 0);
+    // Only the first copy of `theirs` is left: closing it ends the pipe.
+    theirs.close();
+    await assert.rejects(mine.recv({ timeout: 10_000 }), EOFError);
+    mine.close();
+    q.close();
   },
 );

@@ -41,6 +41,7 @@ const WITHDRAW_WAIT_MS = 60_000;
 /** On a deposit port. */
 type DepositMessage =
   | { d: string; v: unknown } // a deposit
+  | { x: string } // a deposit whose record was never written
   | { a: MessagePort; b: MessagePort; k: string }; // a nested worker's ports
 
 /** On a request port. */
@@ -196,6 +197,7 @@ function drainPort(adopted: Adopted): boolean {
     any = true;
     const m = got.message as DepositMessage;
     if ("d" in m) ex.deposits.set(m.d, m.v);
+    else if ("x" in m) ex.deposits.delete(m.x);
     else adopted.children.set(m.k, adopt(m.a, m.b));
   }
   return any;
@@ -240,6 +242,17 @@ export function deposit(value: unknown): string {
     ex.deposits.set(id, value);
   }
   return id;
+}
+
+/**
+ * Drops a deposit whose record was never written (the put failed).
+ *
+ * @param id What {@linkcode deposit} returned.
+ */
+export function forget(id: string): void {
+  const ex = exchange();
+  if (ex.up) ex.up.deposit.postMessage({ x: id } satisfies DepositMessage);
+  else ex.deposits.delete(id);
 }
 
 /**

@@ -32,7 +32,7 @@
 
 import { deserialize, serialize } from "node:v8";
 import { describeValue } from "../_core/errors.ts";
-import { deposit, withdraw } from "../_core/exchange.ts";
+import { deposit, forget, withdraw } from "../_core/exchange.ts";
 import {
   ambientReviveContext,
   decodeShared,
@@ -205,6 +205,7 @@ function jsonExactItem(v: unknown, depth: number): boolean {
  * @throws {TypeError} If the value cannot be cloned.
  */
 export function encodeRecord(value: unknown, what: string): number {
+  lastDeposit = undefined;
   if (typeof value === "number") {
     encNum = value;
     if ((value | 0) === value && (value !== 0 || 1 / value > 0)) {
@@ -248,6 +249,7 @@ export function encodeRecord(value: unknown, what: string): number {
       );
     }
     const id = deposit(encoded.value);
+    lastDeposit = { id, handles: encoded.value };
     for (const fn of encoded.afterSend) fn();
     encodeUtf8(JSON.stringify({ [EXCHANGE_KEY]: id }));
     encTag = TAG_JSON;
@@ -509,6 +511,46 @@ export function decodePayload(
     }
     default:
       return deserialize(raw.subarray(0, len));
+  }
+}
+
+/** A value's shared objects deposited for a record not yet written. */
+export interface PendingDeposit {
+  /** The exchange id in the record. */
+  id: string;
+  /** The handles deposited. */
+  handles: unknown;
+}
+
+let lastDeposit: PendingDeposit | undefined;
+
+/**
+ * The deposit the last {@linkcode encodeRecord} in this thread made, if
+ * its value held shared objects; a put that then fails gives it to
+ * {@linkcode abandonDeposit}.
+ *
+ * @returns The deposit, or `undefined`.
+ */
+export function takeDeposit(): PendingDeposit | undefined {
+  const d = lastDeposit;
+  lastDeposit = undefined;
+  return d;
+}
+
+/**
+ * Undoes a deposit whose record was never written: the exchange forgets
+ * it, and what handing the objects on did (a pipe end's extra copy) is
+ * undone by reviving them here and closing them at once.
+ *
+ * @param d What {@linkcode takeDeposit} gave, if anything.
+ */
+export function abandonDeposit(d: PendingDeposit | undefined): void {
+  if (!d) return;
+  forget(d.id);
+  try {
+    reviveHandles(d.handles, { onTaskEnd: (fn) => fn() });
+  } catch {
+    // Best effort: the put's own error is the one to report.
   }
 }
 
