@@ -73,7 +73,21 @@ const BLOCK_TYPE = "shared_memory.block";
 const LIST_TYPE = "shared_memory.list";
 const encoder = new TextEncoder();
 
-/** Options of {@linkcode SharedMemory}. */
+/**
+ * Options of {@linkcode SharedMemory}.
+ *
+ * @example Usage
+ * ```ts
+ * import { SharedMemory, type SharedMemoryOptions } from "@dmp/multiprocessing/shared-memory";
+ * import { strict as assert } from "node:assert";
+ *
+ * const options: SharedMemoryOptions = { create: true, size: 16 };
+ * const shm = new SharedMemory(options);
+ * assert.equal(shm.size, 16);
+ * shm.close();
+ * shm.unlink();
+ * ```
+ */
 export interface SharedMemoryOptions {
   /** The block's name; a fresh unique one when creating without it. */
   name?: string;
@@ -286,7 +300,21 @@ registerShareable(BLOCK_TYPE, (data, ctx) => {
 
 // -- ShareableList ---------------------------------------------------------
 
-/** What a {@linkcode ShareableList} slot holds. */
+/**
+ * What a {@linkcode ShareableList} slot holds.
+ *
+ * @example Usage
+ * ```ts
+ * import { ShareableList, type ShareableValue } from "@dmp/multiprocessing/shared-memory";
+ * import { strict as assert } from "node:assert";
+ *
+ * const values: ShareableValue[] = [1, 2n, true, "s", new Uint8Array([7]), null];
+ * const list = new ShareableList(values);
+ * assert.deepEqual([...list], values);
+ * list.shm.close();
+ * list.shm.unlink();
+ * ```
+ */
 export type ShareableValue =
   | number
   | bigint
@@ -336,7 +364,21 @@ function checkItem(v: unknown, what: string): ShareableValue {
   );
 }
 
-/** Options of {@linkcode ShareableList}. */
+/**
+ * Options of {@linkcode ShareableList}.
+ *
+ * @example Usage
+ * ```ts
+ * import { ShareableList, type ShareableListOptions } from "@dmp/multiprocessing/shared-memory";
+ * import { strict as assert } from "node:assert";
+ *
+ * const options: ShareableListOptions = { name: "example-list-options" };
+ * const list = new ShareableList([1, "two"], options);
+ * assert.equal(ShareableList.attach("example-list-options").get(1), "two");
+ * list.shm.close();
+ * list.shm.unlink();
+ * ```
+ */
 export interface ShareableListOptions {
   /** The name of its block; a fresh one when omitted. */
   name?: string;

@@ -9,6 +9,17 @@ import { describeValue, timeoutError } from "./errors.ts";
 
 /**
  * The options every call that may wait takes.
+ *
+ * @example Usage
+ * ```ts
+ * import { Queue, type WaitOptions } from "@dmp/multiprocessing/queue";
+ * import { strict as assert } from "node:assert";
+ *
+ * const q = new Queue<number>();
+ * const options: WaitOptions = { timeout: 10 };
+ * await assert.rejects(q.get(options), { name: "EmptyError" });
+ * q.close();
+ * ```
  */
 export interface WaitOptions {
   /**

@@ -11,7 +11,21 @@
 import { describeValue } from "../_core/errors.ts";
 import { CALL_SPREAD, type CallMode } from "./protocol.ts";
 
-/** Options of the map-like calls of {@linkcode Pool}. */
+/**
+ * Options of the map-like calls of {@linkcode Pool}.
+ *
+ * @example Usage
+ * ```ts
+ * import { type MapOptions, Pool } from "@dmp/multiprocessing/cube";
+ * import { strict as assert } from "node:assert";
+ *
+ * await using pool = new Pool({ workers: 2 });
+ * const seen: number[] = [];
+ * const options: MapOptions = { chunksize: 2, onProgress: (done) => seen.push(done) };
+ * assert.deepEqual(await pool.map((x: number) => x * 2, [1, 2, 3, 4], options), [2, 4, 6, 8]);
+ * assert.equal(seen.at(-1), 4);
+ * ```
+ */
 export interface MapOptions {
   /**
    * Items per message to a worker. Default: automatic — chunks grow until
@@ -28,7 +42,19 @@ export interface MapOptions {
   onProgress?: (done: number, total: number | undefined) => void;
 }
 
-/** Options of {@linkcode Pool.apply}. */
+/**
+ * Options of {@linkcode Pool.apply}.
+ *
+ * @example Usage
+ * ```ts
+ * import { type ApplyOptions, Pool } from "@dmp/multiprocessing/cube";
+ * import { strict as assert } from "node:assert";
+ *
+ * await using pool = new Pool({ workers: 1 });
+ * const options: ApplyOptions = { signal: AbortSignal.timeout(30_000) };
+ * assert.equal(await pool.apply((a: number, b: number) => a + b, [2, 3], options), 5);
+ * ```
+ */
 export interface ApplyOptions {
   /** Aborting it rejects the call with its reason. */
   signal?: AbortSignal;

@@ -134,7 +134,19 @@ export function checkMemoryLimit(
   return Math.ceil(mb);
 }
 
-/** What {@linkcode currentProcess} returns. */
+/**
+ * What {@linkcode currentProcess} returns.
+ *
+ * @example Usage
+ * ```ts
+ * import { currentProcess, type ProcessInfo } from "@dmp/multiprocessing/cube";
+ * import { strict as assert } from "node:assert";
+ *
+ * const me: ProcessInfo = currentProcess();
+ * assert.equal(me.name, "MainProcess");
+ * assert.ok(me.ident > 0);
+ * ```
+ */
 export interface ProcessInfo {
   /** `"MainProcess"`, or the process's or pool worker's name. */
   name: string;
@@ -191,7 +203,20 @@ export function activeChildren(): Process<unknown, TaskFunction>[] {
   return [...liveChildren()];
 }
 
-/** Options of {@linkcode Process.join}. */
+/**
+ * Options of {@linkcode Process.join}.
+ *
+ * @example Usage
+ * ```ts
+ * import { type JoinOptions, Process } from "@dmp/multiprocessing/cube";
+ * import { strict as assert } from "node:assert";
+ *
+ * const p = new Process({ target: () => new Promise((r) => setTimeout(r, 50)) });
+ * p.start();
+ * const options: JoinOptions = { timeout: 30_000 };
+ * assert.equal(await p.join(options), 0);
+ * ```
+ */
 export interface JoinOptions {
   /** How long to wait, in ms; on timeout `join` resolves to `null`. */
   timeout?: number;

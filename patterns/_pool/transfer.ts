@@ -17,7 +17,22 @@ import {
 
 const TRANSFER_TYPE = "pool.transfer";
 
-/** What {@linkcode transfer} moves: an `ArrayBuffer` or a view of one. */
+/**
+ * What {@linkcode transfer} moves: an `ArrayBuffer` or a view of one.
+ *
+ * @example Usage
+ * ```ts
+ * import { Pool, transfer, type Transferred } from "@dmp/multiprocessing/cube";
+ * import { strict as assert } from "node:assert";
+ *
+ * await using pool = new Pool({ workers: 1 });
+ * const bytes = new Uint8Array([1, 2, 3]);
+ * const moved: Transferred = transfer(bytes);
+ * const sum = await pool.apply((b: Uint8Array) => b.reduce((s, x) => s + x, 0), [moved as Uint8Array]);
+ * assert.equal(sum, 6);
+ * assert.equal(bytes.byteLength, 0); // moved, not copied
+ * ```
+ */
 export type Transferred = ArrayBuffer | ArrayBufferView;
 
 class TransferMarker {
