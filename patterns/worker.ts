@@ -14,7 +14,23 @@
  * time, hands the rest back to the queue, and exits 0 (a second signal
  * skips the grace time).
  *
- * The three commands (Redis, a worker on each machine, the program):
+ * In Python this is where a program leaves `multiprocessing` for Celery:
+ *
+ * ```py
+ * from celery import Celery
+ * app = Celery("tasks", broker="redis://redis-host:6379/0",
+ *              backend="redis://redis-host:6379/0")
+ *
+ * @app.task
+ * def cube(x):
+ *     return x ** 3
+ *
+ * # on each machine: celery -A tasks worker --concurrency 4
+ * # the program:     print([r.get() for r in [cube.delay(x) for x in (1, 2, 3)]])
+ * ```
+ *
+ * Here it stays the `Pool` you know. The three commands (Redis, a worker on
+ * each machine, the program):
  *
  * ```sh
  * redis-server --port 6379
