@@ -47,6 +47,34 @@
  * reader never sees part of a message, messages never interleave, and a
  * message whose writer stopped midway is dropped whole.
  *
+ * Between programs and machines, Python's `multiprocessing.connection`:
+ *
+ * ```py
+ * from multiprocessing.connection import Listener, Client
+ *
+ * with Listener(("127.0.0.1", 6000), authkey=b"secret") as listener:
+ *     with listener.accept() as conn:      # another program: Client(...)
+ *         conn.send(conn.recv() ** 3)
+ * ```
+ *
+ * Deno: `listen`, `connect` and `wait`, with the same `Connection` API
+ * (`wire: "python"` talks to Python's own `Client` and `Listener`):
+ *
+ * ```ts
+ * import { connect, listen } from "@dmp/multiprocessing/pipe";
+ * import { strict as assert } from "node:assert";
+ *
+ * await using listener = await listen({ port: 0, authkey: "secret" });
+ * const client = await connect({ port: listener.addr.port, authkey: "secret" });
+ * const server = await listener.accept({ timeout: 10_000 });
+ * client.send(5);
+ * const n = await server.recv() as number;
+ * server.send(n ** 3);
+ * assert.equal(await client.recv(), 125);
+ * client.close();
+ * server.close();
+ * ```
+ *
  * @module
  */
 
