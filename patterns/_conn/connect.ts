@@ -103,7 +103,8 @@ export async function connect(options: ConnectOptions): Promise<Connection> {
   const deadline = performance.now() + timeout;
   // One signal for the caller's abort and the timeout.
   const timer = new AbortController();
-  const t = timeout === Infinity ? undefined : setTimeout(
+  // Past 2 ** 31 - 1 ms (24.8 days) setTimeout fires at once: none then.
+  const t = timeout >= 2 ** 31 ? undefined : setTimeout(
     () =>
       timer.abort(
         timeoutError(
@@ -132,17 +133,22 @@ export async function connect(options: ConnectOptions): Promise<Connection> {
       );
     }
     stream = new FrameStream(conn, HANDSHAKE_MAX_BYTES, wire === "python");
+    stream.stepwise = true;
     await runHandshake(stream, wire, "client", key, {
       peer,
       deadline,
       timeout,
       signal,
+      maxBytes: max,
     });
     stream.maxBytes = max;
+    stream.stepwise = false;
     return new SocketConnection(stream, wire, peer);
   } catch (e) {
     if (stream) {
-      stream.close();
+      // Nothing queued matters now, and a pending write may never finish
+      // (a TLS handshake the server never answers).
+      stream.abort();
       await stream.done;
     } else {
       try {

@@ -35,6 +35,12 @@
 
 /** Whole frames held before reading pauses, in bytes. */
 const HIGH_WATER = 4 * 1024 * 1024;
+/**
+ * What one held frame counts toward {@linkcode HIGH_WATER} beyond its
+ * payload: its objects cost memory even when it is empty, so a stream of
+ * empty or tiny frames pauses reading too.
+ */
+const FRAME_COST = 64;
 /** Writes of frames smaller than this are merged into one buffer. */
 const MERGE_BELOW = 64 * 1024;
 /** A payload's first buffer; it doubles as more of it arrives. */
@@ -61,6 +67,11 @@ export class FrameStream {
   readonly #python: boolean;
   /** The largest payload accepted, in bytes (raised after the handshake). */
   maxBytes: number;
+  /**
+   * Whether a frame is parsed only once the one before it was taken (for
+   * the handshake: the limit of what follows it may change meanwhile).
+   */
+  stepwise = false;
   #frames: Uint8Array[] = [];
   #framesHead = 0;
   #heldBytes = 0;
@@ -165,7 +176,7 @@ export class FrameStream {
       this.#frames = this.#frames.slice(this.#framesHead);
       this.#framesHead = 0;
     }
-    this.#heldBytes -= f.length;
+    this.#heldBytes -= f.length + FRAME_COST;
     if (this.#heldBytes < HIGH_WATER && this.#resume) {
       const r = this.#resume;
       this.#resume = undefined;
@@ -208,7 +219,9 @@ export class FrameStream {
       this.ref();
       this.#waiters.add(wake);
       signal?.addEventListener("abort", onAbort, { once: true });
-      if (timeout !== Infinity) {
+      // Past 2 ** 31 - 1 ms (24.8 days) setTimeout fires at once: so
+      // long a wait sets no timer, as an infinite one.
+      if (timeout < 2 ** 31) {
         timer = setTimeout(() => {
           finish();
           resolve(false);
@@ -241,6 +254,15 @@ export class FrameStream {
         if (n === null) break;
         let at = 0;
         while (at < n) {
+          if (
+            !body && headerLen === 0 && this.stepwise &&
+            this.#framesHead < this.#frames.length
+          ) {
+            this.#wakeAll();
+            await new Promise<void>((r) => this.#resume = r);
+            if (this.#closed) break;
+            continue;
+          }
           if (!body) {
             const k = Math.min(headerNeed - headerLen, n - at);
             header.set(buf.subarray(at, at + k), headerLen);
@@ -282,7 +304,7 @@ export class FrameStream {
           at += k;
           if (bodyLen === bodySize) {
             this.#frames.push(body);
-            this.#heldBytes += body.length;
+            this.#heldBytes += body.length + FRAME_COST;
             body = undefined;
             headerLen = 0;
             headerNeed = 4;
@@ -395,8 +417,23 @@ export class FrameStream {
     this.#wakeAll();
   }
 
+  /**
+   * Closes the connection now, dropping frames still queued: for a peer
+   * being refused or given up on, whose pending write may never finish
+   * (a TLS peer that never did the TLS handshake). Idempotent.
+   */
+  abort(): void {
+    this.#out = [];
+    this.#closed = true;
+    this.#shut();
+    this.#resume?.();
+    this.#wakeAll();
+  }
+
   #shut(): void {
     this.#closed = true;
+    // A read loop paused (high water, stepwise) must see the close too.
+    this.#resume?.();
     if (this.#markClosed) {
       try {
         // A pending read that is unref'd would let the program end before

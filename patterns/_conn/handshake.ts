@@ -47,18 +47,33 @@ export interface HandshakeContext {
   timeout: number;
   /** Aborts the handshake with its reason. */
   signal?: AbortSignal | undefined;
+  /**
+   * The frame limit after the handshake, set as its last frame is taken:
+   * the peer's first message may arrive in the same read as that frame.
+   */
+  maxBytes?: number;
 }
 
-/** The next frame, or `undefined` when the peer closed. */
+/**
+ * The next frame, or `undefined` when the peer closed. The stream parses
+ * one frame at a time (`stepwise`) until the `last` one, after which the
+ * peer may send its messages at once: those are parsed under
+ * `ctx.maxBytes`, not the handshake's limit.
+ */
 async function nextFrame(
   stream: FrameStream,
   ctx: HandshakeContext,
+  last = false,
 ): Promise<Uint8Array | undefined> {
   const left = Math.max(0, ctx.deadline - performance.now());
   if (!(await stream.waitReadable(left, ctx.signal))) {
     throw timeoutError(
       `Cannot connect to ${ctx.peer}: no handshake within ${ctx.timeout} ms`,
     );
+  }
+  if (last && stream.peek()) {
+    if (ctx.maxBytes !== undefined) stream.maxBytes = ctx.maxBytes;
+    stream.stepwise = false;
   }
   return stream.peek() ? stream.take() : undefined;
 }
@@ -203,7 +218,8 @@ export async function dmpClientHandshake(
     response: await proof(key, "client", h.challenge, mine),
     challenge: mine,
   });
-  const a = parseJson(await nextFrame(stream, ctx));
+  // The listener may send right behind this frame.
+  const a = parseJson(await nextFrame(stream, ctx, true));
   if (a.ok !== true) {
     const e = a.e as { message?: unknown } | undefined;
     throw new AuthenticationError(
@@ -327,6 +343,7 @@ export async function pythonAnswerChallenge(
   stream: FrameStream,
   authkey: Uint8Array,
   ctx: HandshakeContext,
+  last = false,
 ): Promise<void> {
   const frame = await nextFrame(stream, ctx);
   if (!startsWith(frame, PYTHON_CHALLENGE)) {
@@ -360,7 +377,7 @@ export async function pythonAnswerChallenge(
     ]);
   }
   stream.write(answer);
-  const reply = await nextFrame(stream, ctx);
+  const reply = await nextFrame(stream, ctx, last);
   if (!equalBytes(reply, WELCOME)) {
     throw new AuthenticationError(
       `Cannot connect to ${ctx.peer}: the peer refused the authkey`,
@@ -395,7 +412,8 @@ export async function runHandshake(
   } else if (role === "listener") {
     // As Python's Listener.accept: challenge first, then answer.
     await pythonDeliverChallenge(stream, key, ctx, role);
-    await pythonAnswerChallenge(stream, key, ctx);
+    // A Python client sends right behind its #WELCOME#.
+    await pythonAnswerChallenge(stream, key, ctx, true);
   } else {
     await pythonAnswerChallenge(stream, key, ctx);
     await pythonDeliverChallenge(stream, key, ctx, role);

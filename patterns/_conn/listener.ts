@@ -241,6 +241,7 @@ export class Listener implements AsyncDisposable {
       HANDSHAKE_MAX_BYTES,
       this.#wire === "python",
     );
+    stream.stepwise = true;
     if (this.#handshaking.size >= MAX_HANDSHAKES) {
       const oldest = this.#handshaking.values().next().value!;
       this.#handshaking.delete(oldest);
@@ -252,6 +253,7 @@ export class Listener implements AsyncDisposable {
         peer,
         deadline: performance.now() + HANDSHAKE_TIMEOUT,
         timeout: HANDSHAKE_TIMEOUT,
+        maxBytes: this.#maxMessage,
       });
     } catch (e) {
       debug(
@@ -270,6 +272,7 @@ export class Listener implements AsyncDisposable {
       return;
     }
     stream.maxBytes = this.#maxMessage;
+    stream.stepwise = false;
     debug(
       `Listener ${this.#addr.hostname}:${this.#addr.port}: ${peer} connected`,
     );
@@ -367,7 +370,9 @@ export class Listener implements AsyncDisposable {
       };
       this.#acceptors.push(entry);
       signal?.addEventListener("abort", onAbort, { once: true });
-      if (timeout !== Infinity) {
+      // Past 2 ** 31 - 1 ms (24.8 days) setTimeout fires at once: so
+      // long a wait sets no timer, as an infinite one.
+      if (timeout < 2 ** 31) {
         timer = setTimeout(() => {
           drop();
           entry.reject(timeoutError(`accept timed out after ${timeout} ms`));
@@ -400,7 +405,9 @@ export class Listener implements AsyncDisposable {
       // already closed
     }
     this.#wake();
-    for (const s of this.#handshaking) s.close();
+    // Not close(): a challenge still unwritten (a TLS peer that never did
+    // the TLS handshake) would keep it, and dispose, waiting for ever.
+    for (const s of this.#handshaking) s.abort();
     for (const c of this.#ready.splice(0)) c.close();
     for (const a of this.#acceptors.splice(0)) {
       a.reject(new ClosedError("Cannot accept: the listener is closed"));

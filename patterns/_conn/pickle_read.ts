@@ -316,7 +316,12 @@ class Reader {
         case 0x46: { // FLOAT
           const s = this.#line().trim();
           if (
-            !/^[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|inf|infinity|nan)$/i.test(s)
+            // No two parts may match the same digits: a pattern that can
+            // split a digit run two ways backtracks quadratically on a long
+            // one that fails at its end.
+            !/^[+-]?((\d+(\.\d*)?|\.\d+)(e[+-]?\d+)?|inf|infinity|nan)$/i.test(
+              s,
+            )
           ) this.bad(`not a float: ${JSON.stringify(s)}`);
           const t = s.replace(/^([+-]?)inf(inity)?$/i, "$1Infinity");
           this.#push(/nan/i.test(t) ? NaN : Number(t));
@@ -490,11 +495,17 @@ class Reader {
 
 /** Python's `raw-unicode-escape`: latin-1 text with `\uXXXX`/`\UXXXXXXXX`. */
 function rawUnicodeEscape(s: string, bad: (why: string) => never): string {
-  return s.replace(/\\(u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8})/g, (_, hex) => {
-    const cp = parseInt(hex.slice(1), 16);
-    if (cp > 0x10ffff) bad("a \\U escape past U+10FFFF");
-    return String.fromCodePoint(cp);
-  });
+  // Backslashes pair off first: only the odd one of a run escapes.
+  return s.replace(
+    /\\\\|\\(u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[uU])/g,
+    (all, hex) => {
+      if (hex === undefined) return all;
+      if (hex.length === 1) bad(`a truncated \\${hex} escape`);
+      const cp = parseInt(hex.slice(1), 16);
+      if (cp > 0x10ffff) bad("a \\U escape past U+10FFFF");
+      return String.fromCodePoint(cp);
+    },
+  );
 }
 
 const SIMPLE_ESCAPES: Record<string, string> = {

@@ -116,7 +116,8 @@ export async function waitReady<T extends Waitable>(
   const both = signal ? AbortSignal.any([signal, stop.signal]) : stop.signal;
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timedOut = new Promise<void>((resolve) => {
-    if (timeout !== Infinity) timer = setTimeout(resolve, timeout);
+    // Past 2 ** 31 - 1 ms (24.8 days) setTimeout fires at once: none then.
+    if (timeout < 2 ** 31) timer = setTimeout(resolve, timeout);
   });
   const waits = list.map((o) =>
     o instanceof Connection

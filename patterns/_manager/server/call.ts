@@ -180,7 +180,9 @@ export class ServerCall {
     w.onTimeout = onTimeout;
     w.remove = enqueue(w);
     this.conn.waiters.set(this.id, w);
-    if (this.timeout !== Infinity) {
+    // Past 2 ** 31 - 1 ms (24.8 days) setTimeout fires at once: so long a
+    // wait sets no timer, as an infinite one.
+    if (this.timeout < 2 ** 31) {
       w.timer = setTimeout(() => w.expire(), this.timeout);
     }
     return PENDING;

@@ -454,6 +454,13 @@ export class ServerCore implements ObjectHost {
           );
         }
         id = m.i as number;
+        if (conn.waiters.has(id)) {
+          // Replacing the parked call would leave it queued past the
+          // connection's end (to take a permit or an item for nobody).
+          throw new TypeError(
+            `Cannot handle a message: call id ${id} is already waiting`,
+          );
+        }
       }
       const o = m.o, name = m.m;
       if (
