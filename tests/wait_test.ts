@@ -132,3 +132,12 @@ mpTest(
     await assert.rejects(waitAsync(w, 0, 0, { signal: ac.signal }), reason);
   },
 );
+
+mpTest("a join timeout longer than setTimeout's range waits", async () => {
+  const p = new Process({
+    target: () => new Promise((r) => setTimeout(r, 50)),
+  });
+  p.start();
+  // 2^31 ms and more would fire at once if handed to setTimeout.
+  assert.equal(await p.join({ timeout: 3e9 }), 0);
+});

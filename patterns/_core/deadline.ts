@@ -77,6 +77,9 @@ export function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw signal.reason;
 }
 
+/** The longest delay `setTimeout` honours, in ms (2^31 - 1). */
+const MAX_TIMER_MS = 0x7fffffff;
+
 /**
  * Races `promise` against a timeout and an abort signal. On timeout it
  * rejects with `onTimeout()` (or a `TimeoutError`); on abort with the
@@ -111,7 +114,8 @@ export function withDeadline<T>(
     };
     if (signal?.aborted) return reject(signal.reason);
     signal?.addEventListener("abort", onAbort, { once: true });
-    if (timeout !== Infinity) {
+    // setTimeout fires at once past 2^31 - 1 ms (24.8 days): wait for ever.
+    if (timeout <= MAX_TIMER_MS) {
       timer = setTimeout(() => {
         done();
         const r = onTimeout?.();
