@@ -19,7 +19,6 @@ import type { PoolCall } from "../_pool/calls.ts";
 import { CALL_SPREAD } from "../_pool/protocol.ts";
 import type { PoolState, PoolStats } from "../_pool/slots.ts";
 import {
-  GROUP,
   newPoolId,
   POOL_TTL_MS,
   type PoolKeys,
@@ -40,6 +39,7 @@ import {
   wireErrorInfo,
 } from "./wire.ts";
 import { countWorkers } from "./registry.ts";
+import { ensureGroup } from "./streams.ts";
 
 /** Items sent and not yet answered, at most, over all calls. */
 const MAX_INFLIGHT_ITEMS = 262_144;
@@ -59,6 +59,14 @@ const LAZY_CHUNK = 64;
 const READ_COUNT = "1000";
 /** How long one blocking read of results waits, in ms. */
 const READ_BLOCK_MS = "2000";
+/**
+ * How long past a blocking read's own wait Redis may take to answer, in
+ * ms: a broker that stopped answering (a lost network, a frozen host)
+ * fails the calls rather than leave them waiting forever.
+ */
+const ANSWER_MS = 10_000;
+/** How long a stopping pool waits on the broker before it drops the link, in ms. */
+const STOP_MS = 10_000;
 
 /** A chunk sent to Redis and not yet answered. */
 interface RemoteJob {
@@ -213,18 +221,7 @@ export class BrokerDispatcher {
       cmd.keepAlive(false);
       reader.keepAlive(false);
       if (this.#state === "terminated") return;
-      try {
-        await cmd.send([
-          "XGROUP",
-          "CREATE",
-          this.#queue.tasks,
-          GROUP,
-          "0",
-          "MKSTREAM",
-        ]);
-      } catch (e) {
-        if (!/BUSYGROUP/.test((e as Error).message)) throw e;
-      }
+      await ensureGroup(cmd, this.#queue);
       this.#workers = await countWorkers(cmd, this.#queue);
       debug(
         `broker pool ${this.#pool.id}: connected to ${
@@ -311,10 +308,7 @@ export class BrokerDispatcher {
     const now = Date.now();
     if (now - this.#aliveAt > POOL_TTL_MS / 3) {
       // Before the entries: a worker that reads them finds the pool alive.
-      this.#aliveAt = now;
-      this.#track(
-        cmd.send(["SET", this.#pool.alive, "1", "PX", String(POOL_TTL_MS)]),
-      );
+      this.#refreshAlive(cmd, this.#jobs.size > batch.length);
       this.#track(
         cmd.send(["PEXPIRE", this.#queue.tasks, String(QUEUE_TTL_MS)]),
       );
@@ -348,10 +342,9 @@ export class BrokerDispatcher {
     ]).then((id) => {
       const job = this.#jobs.get(n);
       if (job) job.entryId = String(id);
-      // Its call ended before Redis answered: take the entry back.
-      else if (this.#state !== "terminated") {
-        this.#track(cmd.send(["XDEL", this.#queue.tasks, String(id)]));
-      }
+      // Its call ended (or the pool was terminated) before Redis answered:
+      // take the entry back (a terminating pool waits for this write).
+      else this.#track(cmd.send(["XDEL", this.#queue.tasks, String(id)]));
     }, async (e) => {
       if (!cmd.isOpen || this.#state === "terminated") throw e;
       await new Promise((r) => setTimeout(r, RETRY_MS));
@@ -376,16 +369,35 @@ export class BrokerDispatcher {
       while (
         this.#jobs.size > 0 && this.#state !== "terminated" && !this.#broken
       ) {
-        const reply = await this.#reader!.send([
-          "XREAD",
-          "COUNT",
-          READ_COUNT,
-          "BLOCK",
-          READ_BLOCK_MS,
-          "STREAMS",
-          this.#pool.results,
-          this.#lastResult,
-        ]) as Array<[string, Array<[string, string[]]>]> | null;
+        const reader = this.#reader!;
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const reply = await Promise.race([
+          reader.send([
+            "XREAD",
+            "COUNT",
+            READ_COUNT,
+            "BLOCK",
+            READ_BLOCK_MS,
+            "STREAMS",
+            this.#pool.results,
+            this.#lastResult,
+          ]),
+          new Promise<never>((_, reject) => {
+            const wait = Number(READ_BLOCK_MS) + ANSWER_MS;
+            timer = setTimeout(() => {
+              reader.destroy();
+              reject(
+                new Deno.errors.ConnectionReset(
+                  `Lost the connection to the broker ${
+                    redactUrl(this.#url)
+                  }: no answer for ${wait} ms`,
+                ),
+              );
+            }, wait);
+          }),
+        ]).finally(() => clearTimeout(timer)) as
+          | Array<[string, Array<[string, string[]]>]>
+          | null;
         if (!reply) continue;
         const ids: string[] = [];
         for (const [, entries] of reply) {
@@ -511,15 +523,42 @@ export class BrokerDispatcher {
     this.#heartbeat = setInterval(() => {
       const cmd = this.#cmd;
       if (!cmd || this.#state === "terminated") return;
-      this.#aliveAt = Date.now();
-      this.#track(
-        cmd.send(["SET", this.#pool.alive, "1", "PX", String(POOL_TTL_MS)]),
-      );
+      this.#refreshAlive(cmd, this.#jobs.size > 0);
       this.#track(
         countWorkers(cmd, this.#queue).then((n) => this.#workers = n),
       );
     }, POOL_TTL_MS / 3);
     Deno.unrefTimer(this.#heartbeat);
+  }
+
+  /**
+   * Refreshes the pool's liveness key. Found gone while jobs were out,
+   * those jobs are lost (Redis restarted without its data, or the key
+   * expired and the workers dropped them): their calls fail rather than
+   * wait forever.
+   */
+  #refreshAlive(cmd: RedisLink, jobsOut: boolean): void {
+    this.#aliveAt = Date.now();
+    this.#track(
+      cmd.send([
+        "SET",
+        this.#pool.alive,
+        "1",
+        "PX",
+        String(POOL_TTL_MS),
+        "GET",
+      ]).then((previous) => {
+        if (previous !== null || !jobsOut) return;
+        if (this.#state === "terminated") return;
+        this.#breakPool(
+          new Deno.errors.ConnectionReset(
+            `Lost the pool's tasks in the broker ${
+              redactUrl(this.#url)
+            }: its liveness key was gone (Redis restarted without its data?)`,
+          ),
+        );
+      }),
+    );
   }
 
   /** Fails every pending and future call with `error`. */
@@ -626,7 +665,11 @@ export class BrokerDispatcher {
       const cmd = this.#cmd;
       if (!cmd) return;
       this.#reader?.destroy();
-      await Promise.allSettled([...this.#writes]);
+      // A broker that stopped answering must not hold the stop up forever:
+      // dropping the link fails what still waits on it.
+      const cut = setTimeout(() => cmd.destroy(), STOP_MS);
+      // A reply may add a write (an entry taken back): wait for those too.
+      while (this.#writes.size > 0) await Promise.allSettled([...this.#writes]);
       try {
         if (entryIds.length > 0) {
           await cmd.send(["XDEL", this.#queue.tasks, ...entryIds]);
@@ -639,6 +682,7 @@ export class BrokerDispatcher {
           } (they expire)`,
         );
       } finally {
+        clearTimeout(cut);
         await cmd.close();
       }
     })();

@@ -57,6 +57,12 @@ const RETRY_MS = 200;
  * process down every time must not go round the workers forever.
  */
 const MAX_DELIVERIES = 5;
+/**
+ * How long a stop may wait on the broker past the grace time, in ms: then
+ * the links are dropped (a broker that stopped answering must not keep a
+ * stopped worker alive; what it held is claimed by others).
+ */
+const STOP_BROKER_MS = 5_000;
 /** Local pools of different task timeouts kept at once, at most. */
 const MAX_LOCAL_POOLS = 4;
 
@@ -108,9 +114,12 @@ export class BrokerWorker {
   readonly #writes = new Set<Promise<unknown>>();
   #maintainTimer: ReturnType<typeof setInterval> | undefined;
   #maintaining: Promise<void> | undefined;
+  /** Where the next scan for idle entries starts. */
+  #claimFrom = "0-0";
   #roomWaiter: (() => void) | undefined;
   #stopping = false;
   #forceStop: (() => void) | undefined;
+  #cutLinks: ReturnType<typeof setTimeout> | undefined;
   readonly #served = { ran: 0, handedBack: 0, claimed: 0 };
   /** Holds the serving back until `start()` has finished. */
   #startGate: (() => void) | undefined;
@@ -153,7 +162,7 @@ export class BrokerWorker {
       const keys = queueKeys(options.queue);
       await ensureGroup(cmd, keys);
       worker = new BrokerWorker(options, consumer, { reader, cmd, readerId });
-      await worker.#localPool(null);
+      await worker.#checkModule();
       await registerWorker(
         cmd,
         keys,
@@ -203,6 +212,10 @@ export class BrokerWorker {
   stop(): Promise<void> {
     if (this.#stopping) this.#forceStop?.();
     this.#stopping = true;
+    this.#cutLinks ??= setTimeout(() => {
+      this.#reader.destroy();
+      this.#cmd.destroy();
+    }, this.#options.grace + STOP_BROKER_MS);
     this.#wakeRoom();
     // A blocked read returns at once, as if it timed out.
     void this.#cmd.send(["CLIENT", "UNBLOCK", this.#readerId]).catch(() => {});
@@ -218,7 +231,11 @@ export class BrokerWorker {
       failure = e;
     }
     this.#stopping = true;
-    await this.#shutDown(failure === undefined);
+    try {
+      await this.#shutDown(failure === undefined);
+    } finally {
+      clearTimeout(this.#cutLinks);
+    }
     if (failure !== undefined) throw failure;
   }
 
@@ -339,8 +356,12 @@ export class BrokerWorker {
     return alive;
   }
 
-  /** The local pool for a task timeout, started on first use. */
-  async #localPool(timeout: number | null): Promise<Pool<AnyTasks>> {
+  /**
+   * The local pool for a task timeout, started on first use. Synchronous,
+   * so that the caller submits to it before another entry's lookup could
+   * retire it.
+   */
+  #localPool(timeout: number | null): Pool<AnyTasks> {
     let pool = this.#pools.get(timeout);
     if (pool) return pool;
     if (this.#pools.size >= MAX_LOCAL_POOLS) {
@@ -360,22 +381,27 @@ export class BrokerWorker {
       ...(timeout === null ? {} : { taskTimeout: timeout }),
     });
     this.#pools.set(timeout, pool);
-    if (timeout === null) {
-      // The module must load: a worker that cannot run its tasks refuses
-      // to start rather than fail every task it takes.
-      try {
-        await pool.apply(() => true);
-      } catch (e) {
-        pool.terminate();
-        this.#pools.delete(timeout);
-        const why = e instanceof RemoteError ? e.message : String(e);
-        throw new TypeError(
-          `Cannot start the worker: its module ${this.#options.module} does not load: ${why}`,
-          { cause: e },
-        );
-      }
-    }
     return pool;
+  }
+
+  /**
+   * Starts the local pool without a task timeout and checks that the
+   * module loads in it: a worker that cannot run its tasks refuses to
+   * start rather than fail every task it takes.
+   */
+  async #checkModule(): Promise<void> {
+    const pool = this.#localPool(null);
+    try {
+      await pool.apply(() => true);
+    } catch (e) {
+      pool.terminate();
+      this.#pools.delete(null);
+      const why = e instanceof RemoteError ? e.message : String(e);
+      throw new TypeError(
+        `Cannot start the worker: its module ${this.#options.module} does not load: ${why}`,
+        { cause: e },
+      );
+    }
   }
 
   /** Starts held entries on the local pools while there is room. */
@@ -394,7 +420,7 @@ export class BrokerWorker {
     const { entry } = held;
     let result: EntryResult;
     try {
-      const pool = await this.#localPool(entry.t);
+      const pool = this.#localPool(entry.t);
       const values = entry.m === CALL_ITEM
         ? await pool.map(entry.f, entry.a)
         : await pool.starmap(entry.f, entry.a as unknown[][]);
@@ -503,13 +529,16 @@ export class BrokerWorker {
     ]);
     const room = this.#room();
     if (room <= 0 || this.#stopping) return;
-    let claimed: RawEntry[] = (await claimIdle(
+    const scan = await claimIdle(
       this.#cmd,
       this.#keys,
       this.#consumer,
       this.#options.visibilityTimeout,
       room,
-    )).filter((e) => !this.#held.has(e[0]));
+      this.#claimFrom,
+    );
+    this.#claimFrom = scan.next;
+    let claimed: RawEntry[] = scan.entries.filter((e) => !this.#held.has(e[0]));
     if (claimed.length > 0) claimed = await this.#dropPoison(claimed);
     if (claimed.length > 0 && !this.#stopping) {
       this.#served.claimed += claimed.length;

@@ -7,7 +7,13 @@
  * @module
  */
 
-import { GROUP, poolKeys, type QueueKeys, RESULT_TTL_MS } from "./keys.ts";
+import {
+  GROUP,
+  poolKeys,
+  QUEUE_TTL_MS,
+  type QueueKeys,
+  RESULT_TTL_MS,
+} from "./keys.ts";
 import type { RedisLink } from "./redis.ts";
 import type { EntryResult } from "./wire.ts";
 
@@ -46,11 +52,26 @@ export async function ensureGroup(
   link: RedisLink,
   keys: QueueKeys,
 ): Promise<void> {
+  // In one round trip with the TTL: a stream made here never lives
+  // without one, even if this process dies before its next refresh.
+  const created = link.send([
+    "XGROUP",
+    "CREATE",
+    keys.tasks,
+    GROUP,
+    "0",
+    "MKSTREAM",
+  ]);
+  const expiry = link.send(["PEXPIRE", keys.tasks, String(QUEUE_TTL_MS)]);
   try {
-    await link.send(["XGROUP", "CREATE", keys.tasks, GROUP, "0", "MKSTREAM"]);
+    await created;
   } catch (e) {
-    if (!/BUSYGROUP/.test((e as Error).message)) throw e;
+    if (!/BUSYGROUP/.test((e as Error).message)) {
+      await expiry.catch(() => {});
+      throw e;
+    }
   }
+  await expiry;
 }
 
 /**
@@ -108,9 +129,11 @@ export async function refreshHeld(
 
 /**
  * Claims up to `count` entries idle for `idleMs` (their worker went
- * silent).
+ * silent). One call scans at most `10 × count` pending entries from
+ * `start`: the scan goes on from the cursor it returns (`0-0` once it went
+ * round), so that entries behind many held by live workers are reached.
  *
- * @returns The claimed entries.
+ * @returns The claimed entries and where the next scan starts.
  */
 export async function claimIdle(
   link: RedisLink,
@@ -118,18 +141,22 @@ export async function claimIdle(
   consumer: string,
   idleMs: number,
   count: number,
-): Promise<Array<[string, string[]]>> {
+  start: string = "0-0",
+): Promise<{ entries: Array<[string, string[]]>; next: string }> {
   const reply = await link.send([
     "XAUTOCLAIM",
     keys.tasks,
     GROUP,
     consumer,
     String(idleMs),
-    "0-0",
+    start,
     "COUNT",
     String(count),
   ]) as [string, RawEntry[], string[]?];
-  return reply[1].filter((e): e is [string, string[]] => e !== null);
+  return {
+    entries: reply[1].filter((e): e is [string, string[]] => e !== null),
+    next: String(reply[0]),
+  };
 }
 
 /**
