@@ -95,3 +95,17 @@ export async function runFromRoot(
     stderr: text.decode(out.stderr),
   };
 }
+
+/**
+ * Whether util-linux `script` (a pseudo-terminal for prompt tests) is here.
+ *
+ * @returns `true` when it runs.
+ */
+export function hasScript(): boolean {
+  try {
+    return new Deno.Command("script", { args: ["--version"] }).outputSync()
+      .success;
+  } catch {
+    return false;
+  }
+}

@@ -3,7 +3,7 @@ import { ClosedError, Pool, RemoteError } from "../patterns/cube.ts";
 import { AuthenticationError } from "../patterns/server_process.ts";
 import { runWorker, type WorkerReport } from "../patterns/worker.ts";
 import { Value } from "../patterns/value.ts";
-import { mpTest, range, runFromRoot } from "./_helpers.ts";
+import { hasScript, mpTest, range, runFromRoot } from "./_helpers.ts";
 import {
   startRedis,
   startWorkerProcess,
@@ -100,15 +100,6 @@ async function withWorker(
     stop.abort();
   }
   return await worker;
-}
-
-function hasScript(): boolean {
-  try {
-    return new Deno.Command("script", { args: ["--version"] }).outputSync()
-      .success;
-  } catch {
-    return false;
-  }
 }
 
 /** Runs `deno task …` in a pseudo-terminal (util-linux `script`). */

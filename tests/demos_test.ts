@@ -7,18 +7,9 @@
  */
 
 import { strict as assert } from "node:assert";
-import { mpTest, runFromRoot } from "./_helpers.ts";
+import { hasScript, mpTest, runFromRoot } from "./_helpers.ts";
 
 Deno.test.sanitizer?.({ ops: true, resources: true });
-
-function hasScript(): boolean {
-  try {
-    return new Deno.Command("script", { args: ["--version"] }).outputSync()
-      .success;
-  } catch {
-    return false;
-  }
-}
 
 const TASKS = [
   "cube",
