@@ -1,5 +1,5 @@
 /**
- * Adversarial review of the manager server (`patterns/_manager/server/`):
+ * Hostile requests against the manager server (`patterns/_manager/server/`):
  * each test is a request that once got a wrong answer or reached what it
  * should not.
  *

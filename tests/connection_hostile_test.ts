@@ -1,5 +1,5 @@
 /**
- * Adversarial review of the socket connections (`patterns/_conn/`): each
+ * Hostile peers against the socket connections (`patterns/_conn/`): each
  * test is an input a hostile peer can send that once hung, exhausted or
  * fooled the receiving side.
  *
