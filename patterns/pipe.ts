@@ -79,10 +79,10 @@
  */
 
 import {
-  abandonDeposit,
   encodeBytesRecord,
   type EncodedRecord,
   encodeRecord,
+  failPut,
   restorePending,
   savePending,
   settleReceived,
@@ -350,8 +350,7 @@ export class Connection<T = unknown> implements Shareable, Disposable {
     try {
       this.#write(tx, "send", timeout);
     } catch (e) {
-      abandonDeposit(deposited);
-      throw e;
+      failPut(deposited, e);
     }
   }
 
@@ -498,14 +497,14 @@ export class Connection<T = unknown> implements Shareable, Disposable {
         // Fast path: something is there; no async machinery.
         const v = rx.tryGet(false, kind);
         if (v !== EMPTY || timeout <= 0) {
-          return Promise.resolve(this.#received(v, what, timeout));
+          return Promise.resolve(this.#received(v, what, timeout, false));
         }
       }
     } catch (e) {
       return Promise.reject(e);
     }
     return getAsync(rx, kind, timeout, options.signal, this.#checkOpen).then(
-      (v) => this.#received(v, what, timeout),
+      (v) => this.#received(v, what, timeout, false),
     );
   }
 
@@ -536,7 +535,7 @@ export class Connection<T = unknown> implements Shareable, Disposable {
     const timeout = checkTimeout(options.timeout, "recvSync");
     throwIfAborted(options.signal);
     const v = getSync(rx, "any", timeout, this.#checkOpen);
-    return this.#received(v, "recvSync", timeout) as T;
+    return this.#received(v, "recvSync", timeout, true) as T;
   }
 
   /**
@@ -595,10 +594,15 @@ export class Connection<T = unknown> implements Shareable, Disposable {
     const timeout = checkTimeout(options.timeout, "recvBytesSync");
     throwIfAborted(options.signal);
     const v = getSync(rx, "bytes", timeout, this.#checkOpen);
-    return this.#received(v, "recvBytesSync", timeout) as Uint8Array;
+    return this.#received(v, "recvBytesSync", timeout, true) as Uint8Array;
   }
 
-  #received(v: unknown, what: string, timeout: number): unknown {
+  #received(
+    v: unknown,
+    what: string,
+    timeout: number,
+    sync: boolean,
+  ): unknown {
     if (v === EMPTY) {
       throw timeoutError(
         timeout === 0
@@ -616,7 +620,7 @@ export class Connection<T = unknown> implements Shareable, Disposable {
         `Cannot ${what}: the next message was sent with send(), not sendBytes(); read it with recv()`,
       );
     }
-    return settleReceived(v, what, what.endsWith("Sync"));
+    return settleReceived(v, what, sync);
   }
 
   /**
@@ -886,15 +890,8 @@ export async function listen(options: ListenOptions): Promise<Listener> {
 /**
  * Connects to a listener made with {@linkcode listen} (or, with `wire:
  * "python"`, to a Python `multiprocessing.connection.Listener`) and
- * authenticates both ways: Python's `multiprocessing.connection.Client`.
- *
- * ```py
- * from multiprocessing.connection import Listener
- *
- * with Listener(("127.0.0.1", 6000), authkey=b"secret") as listener:
- *     with listener.accept() as conn:
- *         conn.send_bytes(b"raw")
- * ```
+ * authenticates both ways: Python's `multiprocessing.connection.Client`
+ * (the module's doc shows the Python original).
  *
  * @example Usage
  * ```ts

@@ -46,8 +46,8 @@
  */
 
 import {
-  abandonDeposit,
   encodeRecord,
+  failPut,
   settleReceived,
   takeDeposit,
 } from "./_shm/codec.ts";
@@ -210,17 +210,10 @@ async function putItem(
   throwIfAborted(options.signal);
   ring.checkFits(encodeRecord(item, "put"), "put");
   const deposited = takeDeposit();
-  let r;
-  try {
-    r = await putAsync(ring, timeout, options.signal);
-  } catch (e) {
-    abandonDeposit(deposited);
-    throw e;
-  }
-  if (r !== OK) {
-    abandonDeposit(deposited);
-    throw putError(r, "put", timeout);
-  }
+  const r = await putAsync(ring, timeout, options.signal).catch((e) =>
+    failPut(deposited, e)
+  );
+  if (r !== OK) failPut(deposited, putError(r, "put", timeout));
 }
 
 function getResult(v: unknown, timeout: number): unknown {
@@ -409,17 +402,13 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
     throwIfAborted(options.signal);
     this.#ring.checkFits(encodeRecord(item, "putSync"), "putSync");
     const deposited = takeDeposit();
-    let r;
+    let r: PutResult;
     try {
       r = putSync(this.#ring, timeout);
     } catch (e) {
-      abandonDeposit(deposited);
-      throw e;
+      failPut(deposited, e);
     }
-    if (r !== OK) {
-      abandonDeposit(deposited);
-      throw putError(r, "putSync", timeout);
-    }
+    if (r !== OK) failPut(deposited, putError(r, "putSync", timeout));
   }
 
   /**
@@ -454,10 +443,7 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
     }
     const deposited = takeDeposit();
     const r = ring.tryPut(false);
-    if (r !== OK) {
-      abandonDeposit(deposited);
-      throw putError(r, "putNowait", 0);
-    }
+    if (r !== OK) failPut(deposited, putError(r, "putNowait", 0));
   }
 
   /**

@@ -140,6 +140,23 @@ function isShareable(v: object): v is Shareable {
 }
 
 /**
+ * Whether `value` is, or holds anywhere inside, one of this package's
+ * shared objects (what {@linkcode encodeShared} would replace).
+ *
+ * @param value The value to look through.
+ * @returns `true` at the first one found.
+ */
+export function holdsShared(value: object): boolean {
+  let found = false;
+  forEachNode(value, (v) => {
+    if (found) return false;
+    if (isShareable(v)) found = true;
+    return !found;
+  });
+  return found;
+}
+
+/**
  * The result of {@linkcode encodeShared}.
  */
 export interface Encoded {

@@ -38,11 +38,10 @@ import {
   decodeShared,
   encodeShared,
   handleModules,
-  kShare,
+  holdsShared,
   type ReviveContext,
   reviveHandles,
 } from "../_core/share.ts";
-import { forEachNode } from "../_core/walk.ts";
 
 /**
  * The key of the one-key JSON record that stands for a value holding shared
@@ -527,7 +526,7 @@ let lastDeposit: PendingDeposit | undefined;
 /**
  * The deposit the last {@linkcode encodeRecord} in this thread made, if
  * its value held shared objects; a put that then fails gives it to
- * {@linkcode abandonDeposit}.
+ * {@linkcode failPut}.
  *
  * @returns The deposit, or `undefined`.
  */
@@ -538,33 +537,25 @@ export function takeDeposit(): PendingDeposit | undefined {
 }
 
 /**
- * Undoes a deposit whose record was never written: the exchange forgets
- * it, and what handing the objects on did (a pipe end's extra copy) is
- * undone by reviving them here and closing them at once.
+ * Fails a put whose record was never written: first undoes its deposit, if
+ * it made one (the exchange forgets it, and what handing the objects on
+ * did — a pipe end's extra copy — is undone by reviving them here and
+ * closing them at once), then throws the put's error.
  *
  * @param d What {@linkcode takeDeposit} gave, if anything.
+ * @param error The put's error.
+ * @returns Never: it throws `error`.
  */
-export function abandonDeposit(d: PendingDeposit | undefined): void {
-  if (!d) return;
-  forget(d.id);
-  try {
-    reviveHandles(d.handles, { onTaskEnd: (fn) => fn() });
-  } catch {
-    // Best effort: the put's own error is the one to report.
-  }
-}
-
-function holdsShared(value: object): boolean {
-  let found = false;
-  forEachNode(value, (v) => {
-    if (found) return false;
-    if (typeof (v as Record<symbol, unknown>)[kShare] === "function") {
-      found = true;
-      return false;
+export function failPut(d: PendingDeposit | undefined, error: unknown): never {
+  if (d) {
+    forget(d.id);
+    try {
+      reviveHandles(d.handles, { onTaskEnd: (fn) => fn() });
+    } catch {
+      // Best effort: the put's own error is the one to report.
     }
-    return true;
-  });
-  return found;
+  }
+  throw error;
 }
 
 /**
