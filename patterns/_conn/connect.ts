@@ -7,7 +7,7 @@
  * @module
  */
 
-import { checkTimeout } from "../_core/deadline.ts";
+import { checkTimeout, withDeadline } from "../_core/deadline.ts";
 import { timeoutError } from "../_core/errors.ts";
 import { authkeyBytes } from "../_manager/handshake.ts";
 import { FrameStream } from "./frame_stream.ts";
@@ -122,15 +122,15 @@ export async function connect(options: ConnectOptions): Promise<Connection> {
     conn = await Deno.connect({ hostname, port, signal });
     noDelay(conn);
     if (options.tls) {
-      const tcp = conn;
-      conn = await raceSignal(
-        Deno.startTls(tcp as Deno.TcpConn, {
-          hostname,
-          ...(options.tls.caCerts ? { caCerts: options.tls.caCerts } : {}),
-        }),
-        signal,
-        (tls) => tls.close(),
-      );
+      const starting = Deno.startTls(conn as Deno.TcpConn, {
+        hostname,
+        ...(options.tls.caCerts ? { caCerts: options.tls.caCerts } : {}),
+      });
+      conn = await withDeadline(starting, { signal }, "connect").catch((e) => {
+        // Aborted first: a TLS connection that still comes is closed.
+        starting.then((tls) => tls.close(), () => {});
+        throw e;
+      });
     }
     stream = new FrameStream(conn, HANDSHAKE_MAX_BYTES, wire === "python");
     stream.stepwise = true;
@@ -161,33 +161,4 @@ export async function connect(options: ConnectOptions): Promise<Connection> {
   } finally {
     if (t !== undefined) clearTimeout(t);
   }
-}
-
-/** Waits for `promise` unless `signal` aborts first (then `dispose` it). */
-function raceSignal<T>(
-  promise: Promise<T>,
-  signal: AbortSignal,
-  dispose: (value: T) => void,
-): Promise<T> {
-  if (signal.aborted) {
-    promise.then(dispose, () => {});
-    return Promise.reject(signal.reason);
-  }
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => {
-      promise.then(dispose, () => {});
-      reject(signal.reason);
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(
-      (v) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(v);
-      },
-      (e) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(e);
-      },
-    );
-  });
 }

@@ -33,6 +33,8 @@
  * @module
  */
 
+import { FrameError } from "../_manager/frames.ts";
+
 /** Whole frames held before reading pauses, in bytes. */
 const HIGH_WATER = 4 * 1024 * 1024;
 /**
@@ -47,19 +49,6 @@ const MERGE_BELOW = 64 * 1024;
 const GROW_FROM = 1024 * 1024;
 /** Python's marker that a u64 length follows. */
 const LONG_LENGTH = 0xffffffff;
-
-/** Why a frame stream gave up: the peer broke the framing rules. */
-export class FrameError extends Error {
-  /**
-   * Makes the error.
-   *
-   * @param message What was wrong.
-   */
-  constructor(message: string) {
-    super(message);
-    this.name = "FrameError";
-  }
-}
 
 /** A frame stream over a connection (see the module doc). */
 export class FrameStream {

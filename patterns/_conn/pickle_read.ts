@@ -169,8 +169,12 @@ class Reader {
   }
   /** A text argument: the bytes up to the next newline (dropped). */
   #line(): string {
+    return this.#nextLine() ?? this.bad("a text argument has no newline");
+  }
+  /** The bytes up to the next newline (dropped), if there is one. */
+  #nextLine(): string | undefined {
     const end = this.#b.indexOf(0x0a, this.#at);
-    if (end < 0) this.bad("a text argument has no newline");
+    if (end < 0) return undefined;
     const s = latin1.decode(this.#b.subarray(this.#at, end));
     this.#at = end + 1;
     return s;
@@ -216,9 +220,6 @@ class Reader {
   #put(i: number): void {
     this.#memo.set(i, this.#top());
   }
-  #dict(): PyDict {
-    return new PyDict();
-  }
   #setItems(target: unknown, items: unknown[]): void {
     if (!(target instanceof PyDict)) {
       this.bad("SETITEM(S) on something not a dict");
@@ -233,7 +234,8 @@ class Reader {
     let detail = name;
     if (op === 0x63 || op === 0x69) {
       // GLOBAL and INST name "module\nname\n": say which, never look it up.
-      const text = [this.#lineOrEmpty(), this.#lineOrEmpty()].join(".");
+      const module = this.#nextLine() ?? "";
+      const text = `${module}.${this.#nextLine() ?? ""}`;
       detail = `${name} ${JSON.stringify(text.slice(0, 80))}`;
     } else if (op === 0x93) {
       const n = this.#stack.length;
@@ -245,13 +247,6 @@ class Reader {
     throw new TypeError(
       `Cannot ${this.#what}: the pickle names a class or function (${detail}); ${PLAIN}, and nothing from it was run`,
     );
-  }
-  #lineOrEmpty(): string {
-    const end = this.#b.indexOf(0x0a, this.#at);
-    if (end < 0) return "";
-    const s = latin1.decode(this.#b.subarray(this.#at, end));
-    this.#at = end + 1;
-    return s;
   }
 
   /** Runs the opcodes up to STOP and returns the value (not yet finished). */
@@ -362,8 +357,6 @@ class Reader {
           this.#push(this.#take(this.#u32()).slice());
           break;
         case 0x8e: // BINBYTES8
-          this.#push(this.#take(this.#u64()).slice());
-          break;
         case 0x96: // BYTEARRAY8
           this.#push(this.#take(this.#u64()).slice());
           break;
@@ -414,11 +407,11 @@ class Reader {
           break;
         }
         case 0x7d: // EMPTY_DICT
-          this.#push(this.#dict());
+          this.#push(new PyDict());
           break;
         case 0x64: { // DICT
           const items = this.#popMark();
-          const d = this.#dict();
+          const d = new PyDict();
           this.#setItems(d, items);
           this.#push(d);
           break;
@@ -581,7 +574,7 @@ function finish(
     return v;
   }
   const dict = v as PyDict;
-  const allStr = [...dict.map.keys()].every((k) => typeof k === "string");
+  const allStr = dict.map.keys().every((k) => typeof k === "string");
   if (allStr) {
     const out: Record<string, unknown> = {};
     done.set(v, out);

@@ -58,6 +58,19 @@ class Out {
     this.view.setUint32(this.len, n, true);
     this.len += 4;
   }
+  /**
+   * An opcode and its argument `n`: `short` and one byte below 256, else
+   * `long` and a u32.
+   */
+  opWithArg(short: number, long: number, n: number): void {
+    if (n < 256) {
+      this.byte(short);
+      this.byte(n);
+    } else {
+      this.byte(long);
+      this.u32(n);
+    }
+  }
   u64(n: number): void {
     this.room(8);
     this.view.setBigUint64(this.len, BigInt(n), true);
@@ -140,13 +153,7 @@ class Writer {
       return;
     }
     const b = longBytes(BigInt(n));
-    if (b.length < 256) {
-      o.byte(LONG1);
-      o.byte(b.length);
-    } else {
-      o.byte(LONG4);
-      o.u32(b.length);
-    }
+    o.opWithArg(LONG1, LONG4, b.length);
     o.bytes(b);
   }
 
@@ -157,13 +164,8 @@ class Writer {
     b: Uint8Array,
   ): void {
     const o = this.out;
-    if (b.length < 256) {
-      o.byte(short);
-      o.byte(b.length);
-    } else if (b.length <= 0xffffffff) {
-      o.byte(four);
-      o.u32(b.length);
-    } else {
+    if (b.length <= 0xffffffff) o.opWithArg(short, four, b.length);
+    else {
       o.byte(eight);
       o.u64(b.length);
     }
@@ -173,18 +175,11 @@ class Writer {
   /** Refers to `v` if it was written before; else remembers it. */
   seen(v: object): boolean {
     const at = this.#memo.get(v);
-    const o = this.out;
     if (at === undefined) {
       this.#memo.set(v, this.#memo.size);
       return false;
     }
-    if (at < 256) {
-      o.byte(BINGET);
-      o.byte(at);
-    } else {
-      o.byte(LONG_BINGET);
-      o.u32(at);
-    }
+    this.out.opWithArg(BINGET, LONG_BINGET, at);
     return true;
   }
 

@@ -20,7 +20,7 @@
  * @module
  */
 
-import { Connection } from "../pipe.ts";
+import { Connection, type PollOptions } from "../pipe.ts";
 import type { WaitOptions } from "../_core/deadline.ts";
 import { checkTimeout, throwIfAborted } from "../_core/deadline.ts";
 import {
@@ -55,6 +55,9 @@ export type Wire = "dmp" | "python";
 
 const KIND_VALUE = 0;
 const KIND_BYTES = 1;
+/** The kind bytes as frame parts (`write` copies them, so one each does). */
+const VALUE_PART = new Uint8Array([KIND_VALUE]);
+const BYTES_PART = new Uint8Array([KIND_BYTES]);
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -169,10 +172,7 @@ export class SocketConnection<T = unknown> extends Connection<T> {
     } catch (e) {
       unsendable(e);
     }
-    this.#writeFrame("send", [
-      new Uint8Array([KIND_VALUE]),
-      encoder.encode(text),
-    ]);
+    this.#writeFrame("send", [VALUE_PART, encoder.encode(text)]);
   }
 
   /**
@@ -204,7 +204,7 @@ export class SocketConnection<T = unknown> extends Connection<T> {
     this.#checkSend("sendBytes", options);
     this.#writeFrame(
       "sendBytes",
-      this.#wire === "python" ? [view] : [new Uint8Array([KIND_BYTES]), view],
+      this.#wire === "python" ? [view] : [BYTES_PART, view],
     );
   }
 
@@ -345,7 +345,7 @@ export class SocketConnection<T = unknown> extends Connection<T> {
    */
   override async poll(
     timeout: number = 0,
-    options: { signal?: AbortSignal } = {},
+    options: PollOptions = {},
   ): Promise<boolean> {
     if (this.#closed) throw this.#gone("poll");
     const ms = checkTimeout(timeout, "poll");
