@@ -72,6 +72,7 @@ export { AlreadyExistsError, NotFoundError } from "./_core/errors.ts";
 const BLOCK_TYPE = "shared_memory.block";
 const LIST_TYPE = "shared_memory.list";
 const encoder = new TextEncoder();
+const decoder = new TextDecoder();
 
 /**
  * Options of {@linkcode SharedMemory}.
@@ -337,11 +338,23 @@ const FORMAT = ["x", "d", "q", "?", "s", "b", "u"];
 // then the slots' data, each at a multiple of 8.
 const SLOT_WORDS = 4;
 
+/**
+ * How a string or bytes value is stored: its kind and bytes (a string that
+ * is not well-formed keeps its UTF-16 code units, little-endian).
+ */
+function storedBytes(v: string | Uint8Array): [kind: number, Uint8Array] {
+  if (typeof v !== "string") return [K_BYTES, v];
+  if (v.isWellFormed()) return [K_STRING, encoder.encode(v)];
+  const bytes = new Uint8Array(v.length * 2);
+  const dv = new DataView(bytes.buffer);
+  for (let k = 0; k < v.length; k++) dv.setUint16(k * 2, v.charCodeAt(k), true);
+  return [K_UTF16, bytes];
+}
+
 function capacityOf(v: ShareableValue): number {
-  let n = 8;
-  if (typeof v === "string") {
-    n = v.isWellFormed() ? encoder.encode(v).length : v.length * 2;
-  } else if (v instanceof Uint8Array) n = v.length;
+  const n = typeof v === "string" || v instanceof Uint8Array
+    ? storedBytes(v)[1].length
+    : 8;
   return Math.max(8, Math.ceil(n / 8) * 8);
 }
 
@@ -433,6 +446,9 @@ export class ShareableList implements Iterable<ShareableValue> {
     sequence: Iterable<ShareableValue> | typeof kAdopt,
     options: ShareableListOptions | SharedMemory = {},
   ) {
+    // A new list writes its layout, then attaches to it as an adopted one
+    // does, then stores its values.
+    let fresh: ShareableValue[] = [];
     if (sequence === kAdopt) {
       this.#shm = options as SharedMemory;
     } else {
@@ -471,16 +487,7 @@ export class ShareableList implements Iterable<ShareableValue> {
         words[1 + i * SLOT_WORDS + 3] = at;
         at += caps[i]!;
       }
-      this.#n = items.length;
-      this.#words = words;
-      this.#bytes = this.#shm.buf;
-      this.#view = new DataView(
-        this.#bytes.buffer,
-        this.#bytes.byteOffset,
-        this.#bytes.byteLength,
-      );
-      for (let i = 0; i < items.length; i++) this.#write(i, items[i]!);
-      return;
+      fresh = items;
     }
     const buf = this.#shm.buf;
     const n = new Int32Array(buf.buffer, buf.byteOffset, 1)[0]!;
@@ -492,6 +499,7 @@ export class ShareableList implements Iterable<ShareableValue> {
     );
     this.#bytes = buf;
     this.#view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+    for (let i = 0; i < fresh.length; i++) this.#write(i, fresh[i]!);
   }
 
   /**
@@ -566,22 +574,7 @@ export class ShareableList implements Iterable<ShareableValue> {
       this.#bytes[at] = v ? 1 : 0;
     } else {
       let bytes: Uint8Array;
-      if (typeof v === "string") {
-        if (v.isWellFormed()) {
-          kind = K_STRING;
-          bytes = encoder.encode(v);
-        } else {
-          kind = K_UTF16;
-          bytes = new Uint8Array(v.length * 2);
-          const dv = new DataView(bytes.buffer);
-          for (let k = 0; k < v.length; k++) {
-            dv.setUint16(k * 2, v.charCodeAt(k), true);
-          }
-        }
-      } else {
-        kind = K_BYTES;
-        bytes = v;
-      }
+      [kind, bytes] = storedBytes(v);
       if (bytes.length > cap) {
         throw new RangeError(
           `Cannot set item ${i}: it needs ${bytes.length} bytes but the slot holds ${cap}`,
@@ -615,7 +608,7 @@ export class ShareableList implements Iterable<ShareableValue> {
       case K_BOOL:
         return this.#bytes[at] === 1;
       case K_STRING:
-        return new TextDecoder().decode(this.#bytes.slice(at, at + len));
+        return decoder.decode(this.#bytes.slice(at, at + len));
       case K_UTF16: {
         let s = "";
         for (let k = 0; k < len; k += 2) {
@@ -742,7 +735,7 @@ async function demo(): Promise<void> {
     target: async (url: string) => {
       const { SharedMemory } = await import(url);
       const s = new SharedMemory({ name: "demo-block" });
-      const text = new TextDecoder().decode(s.buf.slice(0, s.buf[63]));
+      const text = decoder.decode(s.buf.slice(0, s.buf[63]));
       console.log(`reader: attached to "demo-block" and read: ${text}`);
       s.close();
     },

@@ -163,6 +163,11 @@ export type GetSentinel = typeof EMPTY | typeof DRAINED | typeof MISMATCH;
  */
 export type RecordKind = "any" | "value" | "bytes";
 
+/** Whether a get of `kind` must leave the record with this header or tag. */
+function isWrongKind(kind: RecordKind, tag: number): boolean {
+  return kind !== "any" && isBytesRecord(tag) !== (kind === "bytes");
+}
+
 // -- Waiting and waking ---------------------------------------------------
 
 /**
@@ -319,22 +324,35 @@ export class RecordRing {
       this.#lock.unlock();
       return FULL;
     }
-    const tail = c[TAIL]!;
-    writePending(this.#data, this.#d32, tail, cap);
-    let next = tail + size;
-    if (next >= cap) next -= cap;
-    // The commit: straight-line stores, never half-done. A task is counted
-    // here, under the lock, so it is unfinished before any consumer can take
-    // it (and no failed put counts one). `taskDone` changes the word without
-    // the lock, hence the atomic add.
+    writePending(this.#data, this.#d32, c[TAIL]!, cap);
+    this.#append(size, used, count, this.#tasks);
+    return OK;
+  }
+
+  /**
+   * The commit of a put (lock held; released here): makes the record just
+   * written at the tail visible, in straight-line stores, never half-done,
+   * and wakes sleeping consumers. A task is counted here, under the lock,
+   * so it is unfinished before any consumer can take it (and no failed put
+   * counts one). `taskDone` changes the word without the lock, hence the
+   * atomic add.
+   *
+   * @param size The record's size in the ring.
+   * @param used `USED` as read under the lock.
+   * @param count `COUNT` as read under the lock.
+   * @param task Whether the record completes an unfinished task.
+   */
+  #append(size: number, used: number, count: number, task: boolean): void {
+    const c = this.#c;
+    let next = c[TAIL]! + size;
+    if (next >= this.capacity) next -= this.capacity;
     c[TAIL] = next;
     c[USED] = used + size;
     c[COUNT] = count + 1;
-    if (this.#tasks) Atomics.add(c, UNFINISHED, 1);
+    if (task) Atomics.add(c, UNFINISHED, 1);
     const wake = c[WAIT_GET] !== 0;
     this.#lock.unlock();
     if (wake) bump(c, PUT_SEQ);
-    return OK;
   }
 
   /**
@@ -401,26 +419,12 @@ export class RecordRing {
     const head = c[HEAD]!;
     const hdr = this.#d32[head >> 2]!;
     if ((hdr & 7) === TAG_STREAM) return this.#getStream(register, kind);
-    if (kind !== "any" && isBytesRecord(hdr) !== (kind === "bytes")) {
+    if (isWrongKind(kind, hdr)) {
       this.#lock.unlock();
       return MISMATCH;
     }
     const raw = readPayload(this.#data, this.#d32, hdr, head, cap);
-    const size = storedSize(hdr);
-    let next = head + size;
-    if (next >= cap) next -= cap;
-    // The commit: straight-line stores, never half-done.
-    const used = c[USED]! - size;
-    c[HEAD] = next;
-    c[USED] = used;
-    c[COUNT] = count - 1;
-    // Wake sleeping producers only once there is real room (half the bytes
-    // and half the items free, or empty), so a full ring does not cost a
-    // notify per get.
-    const max = this.maxsize;
-    const wake = c[WAIT_PUT] !== 0 &&
-      (count === 1 ||
-        (used <= cap >> 1 && (max === 0 || count - 1 <= max >> 1)));
+    const wake = this.#drop(storedSize(hdr), count);
     this.#lock.unlock();
     if (wake) bump(c, GET_SEQ);
     return decodePayload(hdr, raw);
@@ -450,9 +454,14 @@ export class RecordRing {
   }
 
   /**
-   * Removes the record at the head (lock held): the commit of a get.
+   * Removes the record at the head (lock held): the commit of a get,
+   * straight-line stores, never half-done.
    *
-   * @returns Whether sleeping producers should be woken.
+   * @param size The record's size in the ring.
+   * @param count `COUNT` as read under the lock.
+   * @returns Whether sleeping producers should be woken: only once there is
+   *   real room (half the bytes and half the items free, or empty), so a
+   *   full ring does not cost a notify per get.
    */
   #drop(size: number, count: number): boolean {
     const c = this.#c;
@@ -534,16 +543,14 @@ export class RecordRing {
     if (w1 < 0) {
       // A start record. A stream already abandoned is discarded at once.
       const tag = -w1;
-      if (c[ABORT_ID] !== id) {
-        if (kind !== "any" && isBytesRecord(tag) !== (kind === "bytes")) {
-          this.#lock.unlock();
-          return MISMATCH;
-        }
+      const live = c[ABORT_ID] !== id;
+      if (live && isWrongKind(kind, tag)) {
+        this.#lock.unlock();
+        return MISMATCH;
       }
       const length = this.#word(head, 8);
       const writer = this.#word(head, 12);
       const wake = this.#drop(size, count);
-      const live = c[ABORT_ID] !== id;
       if (live) {
         // A start while another reader holds the claim: that reader's
         // stream is over (streams never interleave), so the claim moves.
@@ -565,7 +572,7 @@ export class RecordRing {
     }
     const a = claimer === me ? assemblies().get(this.#key) : undefined;
     if (a && a.id === id && c[CUR_ID] === id && a.got === w1) {
-      if (kind !== "any" && isBytesRecord(a.tag) !== (kind === "bytes")) {
+      if (isWrongKind(kind, a.tag)) {
         this.#lock.unlock();
         return MISMATCH;
       }
@@ -723,15 +730,7 @@ export class RecordRing {
         this.#data.set(src.subarray(first), 0);
       }
     }
-    let next = tail + size;
-    if (next >= cap) next -= cap;
-    c[TAIL] = next;
-    c[USED] = used + size;
-    c[COUNT] = count + 1;
-    if (last && this.#tasks) Atomics.add(c, UNFINISHED, 1);
-    const wake = c[WAIT_GET] !== 0;
-    this.#lock.unlock();
-    if (wake) bump(c, PUT_SEQ);
+    this.#append(size, used, count, last && this.#tasks);
     s.off = start ? 0 : s.off + n;
     return OK;
   }
