@@ -104,6 +104,7 @@ import { isMainModule } from "./_core/runtime.ts";
 import { Manager } from "./_manager/manager.ts";
 import type { DictProxy, ListProxy } from "./_manager/proxies/mod.ts";
 import { serve } from "./_manager/serve.ts";
+import { describeServeEvent } from "./_manager/server/tcp.ts";
 
 export {
   AbandonedError,
@@ -177,7 +178,7 @@ async function connectCli(connect: string | undefined): Promise<Manager> {
   }
 }
 
-/** Parses a positive integer option, or exits with a clear message. */
+/** Parses a non-negative integer option, or exits with a clear message. */
 function intOption(name: string, text: string | undefined, dflt: number) {
   const n = Number(text ?? dflt);
   if (!Number.isSafeInteger(n) || n < 0) {
@@ -282,16 +283,7 @@ async function serveCli(
     hostname,
     port: n,
     authkey,
-    onEvent: (e) =>
-      log(
-        e.type === "connect"
-          ? `connection from ${e.peer}`
-          : e.type === "disconnect"
-          ? `disconnected ${e.peer}`
-          : e.type === "refused"
-          ? `refused ${e.peer}: ${e.reason}`
-          : e.reason,
-      ),
+    onEvent: (e) => log(describeServeEvent(e)),
   });
   console.log(
     `Manager serving on ${server.addr.hostname}:${server.addr.port}`,

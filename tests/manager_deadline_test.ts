@@ -29,6 +29,8 @@ const AUTHKEY = "deadline-test-key";
 /** A manager server in its own OS process, to freeze and thaw. */
 interface ServerProcess {
   port: number;
+  /** A client of it. */
+  connect(): Promise<Manager>;
   freeze(): void;
   thaw(): void;
   [Symbol.asyncDispose](): Promise<void>;
@@ -69,6 +71,7 @@ async function startServer(): Promise<ServerProcess> {
     }).port;
     return {
       port,
+      connect: () => Manager.connect({ port, authkey: AUTHKEY }),
       freeze() {
         Deno.kill(child.pid, "SIGSTOP");
         frozen = true;
@@ -155,10 +158,7 @@ mpTest(
   "remote, server SIGSTOPped: timed and aborted calls settle on the caller's clock",
   async () => {
     await using server = await startServer();
-    await using m = await Manager.connect({
-      port: server.port,
-      authkey: AUTHKEY,
-    });
+    await using m = await server.connect();
     const lock = await m.lock();
     const q = await m.queue<number>();
     const sem = await m.semaphore(0);
@@ -238,7 +238,7 @@ mpTest(
   "remote, server SIGSTOPped: the connection closes at once, rejecting what waits",
   async () => {
     await using server = await startServer();
-    const m = await Manager.connect({ port: server.port, authkey: AUTHKEY });
+    const m = await server.connect();
     const q = await m.queue<number>();
     server.freeze();
     const waiting = timed(q.get());
@@ -261,20 +261,14 @@ mpTest(
     const old = setPingTimes({ interval: 200, deadline: 800 });
     try {
       await using server = await startServer();
-      await using m = await Manager.connect({
-        port: server.port,
-        authkey: AUTHKEY,
-      });
+      await using m = await server.connect();
       const q = await m.queue<string>();
 
       // A live server answers the pings: a wait much longer than the
       // ping's deadline is not cut short.
       const long = timed(q.get());
       await delay(2500);
-      await using other = await Manager.connect({
-        port: server.port,
-        authkey: AUTHKEY,
-      });
+      await using other = await server.connect();
       const ready = await other.event();
       await ready.set();
       await q.put("after 2.5 s");
@@ -310,10 +304,7 @@ mpTest(
   "remote: a lock, permit or item the server grants after the caller gave up is given back",
   async () => {
     await using server = await startServer();
-    await using m = await Manager.connect({
-      port: server.port,
-      authkey: AUTHKEY,
-    });
+    await using m = await server.connect();
     const lock = await m.lock();
     const q = await m.queue<string>();
     const jq = await m.joinableQueue<string>();
@@ -364,11 +355,8 @@ mpTest(
   "remote: an item handed out as its client closes goes back to the queue",
   async () => {
     await using server = await startServer();
-    const m1 = await Manager.connect({ port: server.port, authkey: AUTHKEY });
-    await using m2 = await Manager.connect({
-      port: server.port,
-      authkey: AUTHKEY,
-    });
+    const m1 = await server.connect();
+    await using m2 = await server.connect();
     const q1 = await m1.named("late item", () => m1.queue<string>());
     const q2 = await m2.lookup<QueueProxy<string>>("late item");
     assert.ok(q2);
@@ -392,14 +380,8 @@ mpTest(
   "remote: a condition wait aborted while the lock is taken: release waits for the server's re-acquire",
   async () => {
     await using server = await startServer();
-    await using m1 = await Manager.connect({
-      port: server.port,
-      authkey: AUTHKEY,
-    });
-    await using m2 = await Manager.connect({
-      port: server.port,
-      authkey: AUTHKEY,
-    });
+    await using m1 = await server.connect();
+    await using m2 = await server.connect();
     const c1 = await m1.named("cond", () => m1.condition());
     const c2 = await m2.lookup<ConditionProxy>("cond");
     assert.ok(c2);
@@ -435,10 +417,7 @@ mpTest(
   "remote: gets aborted as items arrive, looped, receive every item exactly once",
   async () => {
     await using server = await startServer();
-    await using m = await Manager.connect({
-      port: server.port,
-      authkey: AUTHKEY,
-    });
+    await using m = await server.connect();
     const n = 400;
     const q = await m.queue<number>();
     // The producer has its own connection (a worker connects itself).
@@ -486,10 +465,7 @@ mpTest(
   "remote: acquires aborted as the lock is released, looped, leave the lock free",
   async () => {
     await using server = await startServer();
-    await using m = await Manager.connect({
-      port: server.port,
-      authkey: AUTHKEY,
-    });
+    await using m = await server.connect();
     const lock = await m.lock();
     const sem = await m.semaphore(0);
     const rounds = 200;

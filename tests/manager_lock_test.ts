@@ -1,7 +1,6 @@
 import { strict as assert } from "node:assert";
 import {
   AbandonedError,
-  type BoundedSemaphoreProxy,
   type ConditionProxy,
   type LockProxy,
   Manager,
@@ -14,17 +13,25 @@ import { mpTest } from "./_helpers.ts";
 
 Deno.test.sanitizer({ ops: true, resources: true });
 
+type Acquirable = LockProxy | RLockProxy | SemaphoreProxy | ConditionProxy;
+
 /**
- * Runs `target(proxy)` in a Process and waits until it ended and the
- * server has seen its connection go (`stats` first handles what every
- * other local connection sent, its goodbye included).
+ * Acquires `proxy` `times` times in a Process, and waits until it ended
+ * (without releasing) and the server has seen its connection go (`stats`
+ * first handles what every other local connection sent, its goodbye
+ * included).
  */
-async function inChild<P>(
+async function acquireInChild(
   m: Manager,
-  target: (p: P) => Promise<unknown>,
-  proxy: P,
+  proxy: Acquirable,
+  times = 1,
 ): Promise<void> {
-  const p = new Process({ target, args: [proxy] });
+  const p = new Process({
+    target: async (l: Acquirable, times: number) => {
+      for (let i = 0; i < times; i++) await l.acquire();
+    },
+    args: [proxy, times],
+  });
   p.start();
   assert.equal(await p.join(), 0);
   assert.equal((await m.stats()).connections, 1, "the child's connection left");
@@ -37,9 +44,7 @@ mpTest(
   async () => {
     await using m = await Manager.start();
     const lock = await m.lock();
-    await inChild(m, async (l: LockProxy) => {
-      await l.acquire();
-    }, lock);
+    await acquireInChild(m, lock);
     assert.equal(await lock.locked(), true, "held, abandoned");
     await lock.release();
     assert.equal(await lock.locked(), false);
@@ -56,9 +61,7 @@ mpTest(
     await using m = await Manager.start();
     for (const make of ["semaphore", "boundedSemaphore"] as const) {
       const sem = await m[make](1);
-      await inChild(m, async (s: SemaphoreProxy) => {
-        await s.acquire();
-      }, sem);
+      await acquireInChild(m, sem);
       assert.equal(await sem.getValue(), 0, `${make}: the permit is held`);
       // For a bounded semaphore this release would exceed the bound had the
       // child's permit come back on its own.
@@ -78,9 +81,7 @@ mpTest(
   async () => {
     await using m = await Manager.start();
     const lock = await m.lock();
-    await inChild(m, async (l: LockProxy) => {
-      await l.acquire();
-    }, lock);
+    await acquireInChild(m, lock);
     await assert.rejects(lock.acquire({ timeout: 0 }), AbandonedError);
     // The caller holds it now, as an ordinary lock.
     assert.equal(await lock.locked(), true);
@@ -89,10 +90,7 @@ mpTest(
     assert.equal(await lock.locked(), false);
 
     const sem = await m.boundedSemaphore(2);
-    await inChild(m, async (s: BoundedSemaphoreProxy) => {
-      await s.acquire();
-      await s.acquire();
-    }, sem);
+    await acquireInChild(m, sem, 2);
     assert.equal(await sem.getValue(), 0);
     await assert.rejects(sem.acquire({ timeout: 0 }), AbandonedError);
     await assert.rejects(sem.acquire({ timeout: 0 }), AbandonedError);
@@ -107,18 +105,13 @@ mpTest(
   async () => {
     await using m = await Manager.start();
     const rlock = await m.rlock();
-    await inChild(m, async (r: RLockProxy) => {
-      await r.acquire();
-      await r.acquire();
-    }, rlock);
+    await acquireInChild(m, rlock, 2);
     assert.equal(await rlock.locked(), true);
     // Not the parent's, but its holder is gone: any client releases all
     // of its holds at once.
     await rlock.release();
     assert.equal(await rlock.locked(), false);
-    await inChild(m, async (r: RLockProxy) => {
-      await r.acquire();
-    }, rlock);
+    await acquireInChild(m, rlock);
     await assert.rejects(rlock.acquire({ timeout: 0 }), AbandonedError);
     // Taken over, it is the caller's: re-entrant for it.
     assert.equal(await rlock.acquire({ timeout: 0 }), true);
@@ -168,10 +161,7 @@ mpTest(
     await signal.release();
     await signal.release();
     // The child takes the two permits the parent released and leaves.
-    await inChild(m, async (s: SemaphoreProxy) => {
-      await s.acquire();
-      await s.acquire();
-    }, signal);
+    await acquireInChild(m, signal, 2);
     assert.equal(await signal.getValue(), 0);
     assert.equal(await signal.acquire({ timeout: 0 }), false, "no phantom");
     await signal.release();
@@ -184,9 +174,7 @@ mpTest(
   async () => {
     await using m = await Manager.start();
     const cond = await m.condition();
-    await inChild(m, async (c: ConditionProxy) => {
-      await c.acquire();
-    }, cond);
+    await acquireInChild(m, cond);
     await assert.rejects(cond.notify(), /not held by the caller/);
     await assert.rejects(cond.acquire({ timeout: 0 }), AbandonedError);
     await cond.notify();

@@ -106,7 +106,15 @@ export type LateReply =
   | { ok: true; value: unknown }
   | { ok: false; name: string };
 
+/**
+ * The call that gives a late grant back, on the same object: a method
+ * and its arguments (`["release", []]`, `["putBack", [item]]`).
+ */
+export type UndoCall = [method: string, args: unknown[]];
+
 interface Pending {
+  /** The object the call went to (a late grant is given back to it). */
+  target: Target;
   resolve(v: unknown): void;
   reject(e: unknown): void;
   freeze: boolean;
@@ -116,7 +124,7 @@ interface Pending {
   onAbort: (() => void) | undefined;
   /** Settled on the client already: its reply, when it comes, is late. */
   gaveUp: boolean;
-  undo: ((late: LateReply) => boolean) | undefined;
+  undo: ((late: LateReply) => UndoCall | undefined) | undefined;
   onGiveUp: (() => void) | undefined;
 }
 
@@ -137,10 +145,10 @@ export interface CallOptions extends WaitOptions {
    * (by its timeout or signal): releases a late lock, puts a late item
    * back. Given the late reply (an error named `ManagerCallCancelled`
    * when the server dropped the call; one named `ClosedError` when the
-   * connection closed before the reply came); returns whether it undid
-   * anything.
+   * connection closed before the reply came); returns the call that gives
+   * the grant back to the same object, or nothing when nothing was granted.
    */
-  undo?: (late: LateReply) => boolean;
+  undo?: (late: LateReply) => UndoCall | undefined;
   /** Called when the client settles the call itself (before it settles). */
   onGiveUp?: () => void;
 }
@@ -287,6 +295,7 @@ export class ManagerClient {
       : [id, o, m, a, this.#thread];
     return new Promise((resolve, reject) => {
       const p: Pending = {
+        target: o,
         resolve,
         reject,
         freeze: options.freeze === true,
@@ -409,7 +418,12 @@ export class ManagerClient {
     } else {
       late = { ok: false, name: String((msg.e as { name?: unknown })?.name) };
     }
-    if (p.undo(late)) this.undone++;
+    const back = p.undo(late);
+    if (!back) return;
+    this.undone++;
+    // Straight through the connection: the proxy may have been dropped
+    // meanwhile, and its reference is still the connection's.
+    this.call(p.target, back[0], back[1]).catch(() => {});
   }
 
   /** Whether a call given up on may still bring a grant to undo. */
@@ -461,9 +475,7 @@ export class ManagerClient {
 
   /** The ping's reply came: schedule the next one if calls are in flight. */
   #pinged(): void {
-    this.#pingId = 0;
-    if (this.#pingTimer !== undefined) clearTimeout(this.#pingTimer);
-    this.#pingTimer = undefined;
+    this.#stopPing();
     if (this.#pending.size > 0) this.#armPing();
   }
 
@@ -533,7 +545,8 @@ export class ManagerClient {
       this.#clearDeadline(p);
       if (p.gaveUp) {
         // No reply will come (the drain above waited for a live server):
-        // whatever the server granted stays with the closed connection.
+        // whatever the server granted stays with the closed connection
+        // (and no call could give it back now).
         p.undo?.({ ok: false, name: "ClosedError" });
         continue;
       }

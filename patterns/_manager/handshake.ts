@@ -182,6 +182,15 @@ function nextWithin(socket: FramedSocket, ms: number): Promise<Next> {
   });
 }
 
+/**
+ * Whether the stream ended on a frame length that is a TLS record's start:
+ * the peer speaks TLS.
+ */
+function endedOnTls(n: Next): boolean {
+  return n.kind === "closed" && n.error instanceof FrameError &&
+    n.error.length !== undefined && looksLikeTls(n.error.length);
+}
+
 /** Why a handshake message was not usable, in words, for logs and errors. */
 function describeNext(n: Next): string {
   switch (n.kind) {
@@ -190,10 +199,9 @@ function describeNext(n: Next): string {
     case "bad":
       return "a frame that is not UTF-8 JSON";
     case "closed":
+      if (endedOnTls(n)) return "a TLS record (the peer speaks TLS)";
       if (n.error instanceof FrameError && n.error.length !== undefined) {
-        return looksLikeTls(n.error.length)
-          ? "a TLS record (the peer speaks TLS)"
-          : `a frame length of ${n.error.length} bytes (not this protocol)`;
+        return `a frame length of ${n.error.length} bytes (not this protocol)`;
       }
       return "a closed connection";
     case "message":
@@ -397,11 +405,9 @@ export async function clientHandshake(
       h.proto !== PROTOCOL || h.version !== PROTOCOL_VERSION ||
       typeof h.challenge !== "string"
     ) {
-      const tls = next.kind === "closed" && next.error instanceof FrameError &&
-        next.error.length !== undefined && looksLikeTls(next.error.length);
       return await fail(
         new AuthenticationError(
-          tls
+          endedOnTls(next)
             ? `Cannot connect to ${peer}: the server speaks TLS: connect with the tls option`
             : `Cannot connect to ${peer}: the peer does not speak ${PROTOCOL} version ${PROTOCOL_VERSION} (received ${
               describeNext(next)

@@ -8,7 +8,7 @@
 import { ClosedError, EmptyError, FullError } from "../../_core/errors.ts";
 import type { WaitOptions } from "../../_core/deadline.ts";
 import type { CallOptions, LateReply } from "../client.ts";
-import { BaseProxy, invoke, stateOf } from "./base.ts";
+import { BaseProxy, invoke } from "./base.ts";
 
 /**
  * The call options of a `get`: the client's own deadline answers with
@@ -16,7 +16,7 @@ import { BaseProxy, invoke, stateOf } from "./base.ts";
  * given up (by its timeout or signal) goes back to the front of the queue,
  * so it is never lost and keeps its place.
  */
-function getOptions(proxy: BaseProxy, options: WaitOptions): CallOptions {
+function getOptions(options: WaitOptions): CallOptions {
   return {
     ...options,
     waits: true,
@@ -27,14 +27,7 @@ function getOptions(proxy: BaseProxy, options: WaitOptions): CallOptions {
         } ms (or the manager did not answer in time)`,
       );
     },
-    undo: (late: LateReply) => {
-      if (!late.ok) return false;
-      // Straight through the connection: the proxy may have been dropped
-      // meanwhile, and its reference is still the connection's.
-      const s = stateOf(proxy);
-      s.client.call(s.id, "putBack", [late.value]).catch(() => {});
-      return true;
-    },
+    undo: (late: LateReply) => late.ok ? ["putBack", [late.value]] : undefined,
   };
 }
 
@@ -100,7 +93,7 @@ export class QueueProxy<T = unknown> extends BaseProxy
    * @returns The item.
    */
   get(options: WaitOptions = {}): Promise<T> {
-    return invoke(this, "get", [], getOptions(this, options)) as Promise<T>;
+    return invoke(this, "get", [], getOptions(options)) as Promise<T>;
   }
   /**
    * Puts without waiting; a full queue → `FullError`.
@@ -114,7 +107,7 @@ export class QueueProxy<T = unknown> extends BaseProxy
   }
   /** Returns the oldest item; an empty queue → `EmptyError`. */
   getNowait(): Promise<T> {
-    return invoke(this, "get", [], getOptions(this, { timeout: 0 })) as Promise<
+    return invoke(this, "get", [], getOptions({ timeout: 0 })) as Promise<
       T
     >;
   }

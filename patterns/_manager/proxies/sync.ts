@@ -16,7 +16,7 @@ import {
 } from "../../_core/deadline.ts";
 import { BrokenBarrierError, timeoutError } from "../../_core/errors.ts";
 import type { CallOptions, LateReply } from "../client.ts";
-import { BaseProxy, invoke, stateOf } from "./base.ts";
+import { BaseProxy, invoke } from "./base.ts";
 
 /**
  * The call options of an `acquire`: the client's own deadline answers
@@ -25,7 +25,6 @@ import { BaseProxy, invoke, stateOf } from "./base.ts";
  * trace. An abandoned lock granted late (`AbandonedError`) is held too.
  */
 function acquireOptions(
-  proxy: BaseProxy,
   options: WaitOptions,
   releaseArgs: unknown[],
 ): CallOptions {
@@ -37,12 +36,7 @@ function acquireOptions(
       const granted = late.ok
         ? late.value === true
         : late.name === "AbandonedError";
-      if (!granted) return false;
-      // Straight through the connection: the proxy may have been dropped
-      // meanwhile, and its reference is still the connection's.
-      const s = stateOf(proxy);
-      s.client.call(s.id, "release", releaseArgs).catch(() => {});
-      return true;
+      return granted ? ["release", releaseArgs] : undefined;
     },
   };
 }
@@ -99,7 +93,7 @@ export class LockProxy extends BaseProxy {
       this,
       "acquire",
       [],
-      acquireOptions(this, options, []),
+      acquireOptions(options, []),
     ) as Promise<boolean>;
   }
   /** Releases it; an unheld lock → `RangeError`. */
@@ -170,7 +164,7 @@ export class SemaphoreProxy extends BaseProxy {
       this,
       "acquire",
       [],
-      acquireOptions(this, options, [1]),
+      acquireOptions(options, [1]),
     ) as Promise<boolean>;
   }
   /**
@@ -291,7 +285,7 @@ export class ConditionProxy extends BaseProxy {
           this,
           "acquire",
           [],
-          acquireOptions(this, o, []),
+          acquireOptions(o, []),
         ) as Promise<boolean>,
     );
   }
@@ -316,9 +310,7 @@ export class ConditionProxy extends BaseProxy {
     return this.#afterRegainWithin(options, "wait", false, (o) => {
       let regained: (() => void) | undefined;
       return invoke(this, "wait", [], {
-        ...o,
-        waits: true,
-        expired: () => false,
+        ...waitOptions(o, false),
         onGiveUp: () => {
           const p = new Promise<void>((resolve) => regained = resolve);
           this.#regaining = p;
@@ -329,7 +321,7 @@ export class ConditionProxy extends BaseProxy {
         // Any answer, or the connection's end, means the re-acquire is over.
         undo: () => {
           regained?.();
-          return false;
+          return undefined;
         },
       }) as Promise<boolean>;
     });

@@ -122,7 +122,7 @@ export class ServerCore implements ObjectHost {
       claim: (c, a) => this.#claim(c, a[0]),
       methods: (_, a) => {
         const id = a[0];
-        const e = typeof id === "string" ? this.#objects.get(id) : undefined;
+        const e = this.#entryOf(id);
         if (!e) throw new RangeError(`Unknown object id ${describeValue(id)}`);
         return [...e.obj.methods.keys()];
       },
@@ -166,6 +166,15 @@ export class ServerCore implements ObjectHost {
     while (this.#objects.has(id)) id = newObjectId();
     this.#objects.set(id, { obj, refs: 0 });
     return new Ref(id, obj.type);
+  }
+
+  /**
+   * The live object a peer's id names. The id is the capability: any
+   * connection that has a live object's id may use it; a guessed one, or a
+   * number, names nothing.
+   */
+  #entryOf(id: unknown): Entry | undefined {
+    return typeof id === "string" ? this.#objects.get(id) : undefined;
   }
 
   #refTo(id: ObjectId): Ref {
@@ -480,10 +489,9 @@ export class ServerCore implements ObjectHost {
       let type = "manager";
       if (o === ROOT_ID) table = this.#root;
       else {
-        // The id is the capability: a live object's id is usable from any
-        // connection that has it (a worker's, a second program's); a
-        // guessed one, or a number, names nothing.
-        const e = typeof o === "string" ? this.#objects.get(o) : undefined;
+        // From any connection that has the id (a worker's, a second
+        // program's).
+        const e = this.#entryOf(o);
         if (!e) {
           throw new RangeError(
             `Cannot call ${describeValue(name)}: no object ${

@@ -13,6 +13,7 @@
 import { frame, FramedSocket } from "../frames.ts";
 import { hmacKey, serverHandshake } from "../handshake.ts";
 import { debug } from "../../_core/debug.ts";
+import { withDeadline } from "../../_core/deadline.ts";
 import { DEFAULT_MAX_FRAME, HANDSHAKE_MAX_FRAME } from "../protocol.ts";
 import type { Conn } from "./call.ts";
 import type { ServerCore } from "./core.ts";
@@ -44,6 +45,25 @@ export type ServeEvent =
   | { type: "disconnect"; peer: string }
   | { type: "refused"; peer: string; reason: string }
   | { type: "acceptError"; reason: string };
+
+/**
+ * A server event in words, as the `serve` CLI and `MP_DEBUG` print it.
+ *
+ * @param e The event.
+ * @returns One line.
+ */
+export function describeServeEvent(e: ServeEvent): string {
+  switch (e.type) {
+    case "connect":
+      return `connection from ${e.peer}`;
+    case "disconnect":
+      return `disconnected ${e.peer}`;
+    case "refused":
+      return `refused ${e.peer}: ${e.reason}`;
+    case "acceptError":
+      return e.reason;
+  }
+}
 
 /** Options of {@linkcode startTcpServer}. */
 export interface TcpServerOptions {
@@ -175,11 +195,17 @@ export function startTcpServer(
   let wake: (() => void) | undefined;
 
   function emit(event: ServeEvent): void {
+    debug(`manager: ${describeServeEvent(event)}`);
     try {
       options.onEvent?.(event);
     } catch {
       // A failing logger must not stop the server.
     }
+  }
+
+  /** Reports a refused connection (not those a stopping server drops). */
+  function refused(peer: string, reason: string): void {
+    if (!stopping) emit({ type: "refused", peer, reason });
   }
 
   function track(t: Promise<void>): void {
@@ -194,25 +220,16 @@ export function startTcpServer(
 
   /** The TLS handshake within the handshake timeout; a reason if it failed. */
   async function tlsHandshake(conn: Deno.TlsConn): Promise<string | null> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let timedOut = false;
     try {
-      await Promise.race([
-        conn.handshake(),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => {
-            timedOut = true;
-            reject(new Error("timed out"));
-          }, handshakeTimeout);
-        }),
-      ]);
-      return null;
+      const done = await withDeadline(
+        conn.handshake().then(() => true),
+        { timeout: handshakeTimeout },
+        "finish the TLS handshake",
+        () => ({ value: false }),
+      );
+      return done ? null : `no TLS handshake within ${handshakeTimeout} ms`;
     } catch (e) {
-      return timedOut
-        ? `no TLS handshake within ${handshakeTimeout} ms`
-        : `TLS handshake failed (${describeError(e)})`;
-    } finally {
-      clearTimeout(timer);
+      return `TLS handshake failed (${describeError(e)})`;
     }
   }
 
@@ -222,11 +239,7 @@ export function startTcpServer(
     try {
       if (tls) {
         const failed = await tlsHandshake(conn as Deno.TlsConn);
-        if (failed) {
-          if (!stopping) emit({ type: "refused", peer, reason: failed });
-          debug(`manager: refused ${peer}: ${failed}`);
-          return;
-        }
+        if (failed) return refused(peer, failed);
       } else {
         try {
           (conn as Deno.TcpConn).setNoDelay(true);
@@ -245,13 +258,8 @@ export function startTcpServer(
         maxFrameBytes: options.maxFrameBytes ?? DEFAULT_MAX_FRAME,
         onRefused: (r) => reason = r,
       });
-      if (!authenticated) {
-        if (!stopping) emit({ type: "refused", peer, reason });
-        debug(`manager: refused ${peer}: ${reason}`);
-        return;
-      }
+      if (!authenticated) return refused(peer, reason);
       emit({ type: "connect", peer });
-      debug(`manager: connection from ${peer}`);
       const s = socket;
       const client: Conn = {
         ownerBase: `R${++count}`,
@@ -273,7 +281,6 @@ export function startTcpServer(
       await socket.done;
       core.disconnect(client);
       emit({ type: "disconnect", peer });
-      debug(`manager: ${peer} disconnected`);
     } catch {
       // A peer that misbehaves only loses its own connection.
     } finally {
@@ -290,9 +297,7 @@ export function startTcpServer(
    * reset the connection and could lose the refusal on the way.
    */
   async function refuse(conn: Deno.Conn, peer: string): Promise<void> {
-    const reason = `the server is full (maxConnections ${maxConnections})`;
-    emit({ type: "refused", peer, reason });
-    debug(`manager: refused ${peer}: ${reason}`);
+    refused(peer, `the server is full (maxConnections ${maxConnections})`);
     if (refusing.size >= MAX_REFUSING) {
       closeQuietly(conn);
       return;
@@ -359,7 +364,6 @@ export function startTcpServer(
             describeError(e)
           }): retrying`;
           emit({ type: "acceptError", reason });
-          debug(`manager: ${reason}`);
         }
         await pause(backoff);
         continue;
