@@ -7,7 +7,7 @@
  * @module
  */
 
-import { checkTimeout, withDeadline } from "../_core/deadline.ts";
+import { checkTimeout, timerFor, withDeadline } from "../_core/deadline.ts";
 import { timeoutError } from "../_core/errors.ts";
 import { authkeyBytes } from "../_manager/handshake.ts";
 import { FrameStream } from "./frame_stream.ts";
@@ -103,15 +103,14 @@ export async function connect(options: ConnectOptions): Promise<Connection> {
   const deadline = performance.now() + timeout;
   // One signal for the caller's abort and the timeout.
   const timer = new AbortController();
-  // Past 2 ** 31 - 1 ms (24.8 days) setTimeout fires at once: none then.
-  const t = timeout >= 2 ** 31 ? undefined : setTimeout(
+  const t = timerFor(
+    timeout,
     () =>
       timer.abort(
         timeoutError(
           `Cannot connect to ${peer}: no connection within ${timeout} ms`,
         ),
       ),
-    timeout,
   );
   const signal = options.signal
     ? AbortSignal.any([options.signal, timer.signal])

@@ -33,6 +33,7 @@
  * @module
  */
 
+import { timerFor } from "../_core/deadline.ts";
 import { FrameError } from "../_manager/frames.ts";
 
 /** Whole frames held before reading pauses, in bytes. */
@@ -190,7 +191,6 @@ export class FrameStream {
     if (signal?.aborted) return Promise.reject(signal.reason);
     if (timeout <= 0) return Promise.resolve(false);
     return new Promise<boolean>((resolve, reject) => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
       const finish = (): void => {
         this.#waiters.delete(wake);
         signal?.removeEventListener("abort", onAbort);
@@ -208,14 +208,10 @@ export class FrameStream {
       this.ref();
       this.#waiters.add(wake);
       signal?.addEventListener("abort", onAbort, { once: true });
-      // Past 2 ** 31 - 1 ms (24.8 days) setTimeout fires at once: so
-      // long a wait sets no timer, as an infinite one.
-      if (timeout < 2 ** 31) {
-        timer = setTimeout(() => {
-          finish();
-          resolve(false);
-        }, timeout);
-      }
+      const timer = timerFor(timeout, () => {
+        finish();
+        resolve(false);
+      });
     });
   }
 

@@ -15,7 +15,7 @@
  * @module
  */
 
-import { checkTimeout } from "../_core/deadline.ts";
+import { checkTimeout, timerFor } from "../_core/deadline.ts";
 import type { WaitOptions } from "../_core/deadline.ts";
 import { debug } from "../_core/debug.ts";
 import { ClosedError, timeoutError } from "../_core/errors.ts";
@@ -345,7 +345,6 @@ export class Listener implements AsyncDisposable {
       );
     }
     return new Promise<Connection<T>>((resolve, reject) => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
       const entry = {
         resolve: (c: SocketConnection) => {
           done();
@@ -370,14 +369,10 @@ export class Listener implements AsyncDisposable {
       };
       this.#acceptors.push(entry);
       signal?.addEventListener("abort", onAbort, { once: true });
-      // Past 2 ** 31 - 1 ms (24.8 days) setTimeout fires at once: so
-      // long a wait sets no timer, as an infinite one.
-      if (timeout < 2 ** 31) {
-        timer = setTimeout(() => {
-          drop();
-          entry.reject(timeoutError(`accept timed out after ${timeout} ms`));
-        }, timeout);
-      }
+      const timer = timerFor(timeout, () => {
+        drop();
+        entry.reject(timeoutError(`accept timed out after ${timeout} ms`));
+      });
     });
   }
 

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { checkTimeout, throwIfAborted } from "../_core/deadline.ts";
+import { checkTimeout, throwIfAborted, timerFor } from "../_core/deadline.ts";
 import type { WaitOptions } from "../_core/deadline.ts";
 import { describeValue } from "../_core/errors.ts";
 import { Connection } from "../pipe.ts";
@@ -116,8 +116,7 @@ export async function waitReady<T extends Waitable>(
   const both = signal ? AbortSignal.any([signal, stop.signal]) : stop.signal;
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timedOut = new Promise<void>((resolve) => {
-    // Past 2 ** 31 - 1 ms (24.8 days) setTimeout fires at once: none then.
-    if (timeout < 2 ** 31) timer = setTimeout(resolve, timeout);
+    timer = timerFor(timeout, resolve);
   });
   const waits = list.map((o) =>
     o instanceof Connection

@@ -81,6 +81,22 @@ export function throwIfAborted(signal: AbortSignal | undefined): void {
 const MAX_TIMER_MS = 0x7fffffff;
 
 /**
+ * A timer for a wait of `ms` ms, or none for a wait that long it is
+ * endless: `setTimeout` fires at once past 2^31 - 1 ms (24.8 days), so an
+ * `Infinity` or month-long timeout must set no timer at all.
+ *
+ * @param ms The delay.
+ * @param fn What to run then.
+ * @returns The timer, or `undefined` when none was set.
+ */
+export function timerFor(
+  ms: number,
+  fn: () => void,
+): ReturnType<typeof setTimeout> | undefined {
+  return ms <= MAX_TIMER_MS ? setTimeout(fn, ms) : undefined;
+}
+
+/**
  * Races `promise` against a timeout and an abort signal. On timeout it
  * rejects with `onTimeout()` (or a `TimeoutError`); on abort with the
  * signal's reason. Timers and listeners are removed when it settles.
@@ -103,7 +119,6 @@ export function withDeadline<T>(
   const signal = options.signal;
   if (timeout === Infinity && !signal) return promise;
   return new Promise<T>((resolve, reject) => {
-    let timer: ReturnType<typeof setTimeout> | undefined;
     const done = () => {
       if (timer !== undefined) clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);
@@ -114,19 +129,16 @@ export function withDeadline<T>(
     };
     if (signal?.aborted) return reject(signal.reason);
     signal?.addEventListener("abort", onAbort, { once: true });
-    // setTimeout fires at once past 2^31 - 1 ms (24.8 days): wait for ever.
-    if (timeout <= MAX_TIMER_MS) {
-      timer = setTimeout(() => {
-        done();
-        const r = onTimeout?.();
-        if (r && typeof r === "object" && "value" in r) resolve(r.value as T);
-        else {
-          reject(
-            r ?? timeoutError(`${what} timed out after ${timeout} ms`),
-          );
-        }
-      }, timeout);
-    }
+    const timer = timerFor(timeout, () => {
+      done();
+      const r = onTimeout?.();
+      if (r && typeof r === "object" && "value" in r) resolve(r.value as T);
+      else {
+        reject(
+          r ?? timeoutError(`${what} timed out after ${timeout} ms`),
+        );
+      }
+    });
     promise.then(
       (v) => {
         done();

@@ -18,7 +18,7 @@
 
 import * as errors from "../_core/errors.ts";
 import { ClosedError, reviveError, timeoutError } from "../_core/errors.ts";
-import { checkTimeout, throwIfAborted } from "../_core/deadline.ts";
+import { checkTimeout, throwIfAborted, timerFor } from "../_core/deadline.ts";
 import type { WaitOptions } from "../_core/deadline.ts";
 import { currentThreadId, isThreadAlive } from "../_core/runtime.ts";
 import type { LinkMemory, RefTag } from "./protocol.ts";
@@ -69,9 +69,6 @@ export const CLIENT_GRACE_MS = 250;
  * answers within a round trip; a frozen one does not delay the close more.
  */
 const LATE_DRAIN_MS = 1_000;
-
-/** The longest delay `setTimeout` keeps (longer ones fire at once). */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * How often a connection with calls in flight is pinged, and how long a
@@ -311,10 +308,9 @@ export class ManagerClient {
         p.onAbort = () => this.#giveUp(id, p, () => reject(signal.reason));
         signal.addEventListener("abort", p.onAbort, { once: true });
       }
-      const wait = timeout + CLIENT_GRACE_MS;
-      if (waits && wait <= MAX_TIMER_MS) {
+      if (waits) {
         const expired = options.expired;
-        p.timer = setTimeout(() => {
+        p.timer = timerFor(timeout + CLIENT_GRACE_MS, () => {
           p.timer = undefined;
           this.#giveUp(id, p, () => {
             if (!expired) {
@@ -326,7 +322,7 @@ export class ManagerClient {
               reject(e);
             }
           });
-        }, wait);
+        });
       }
       this.#pending.set(id, p);
       if (++this.#live === 1) this.#transport.ref();

@@ -45,6 +45,7 @@
  * @module
  */
 
+import { timerFor } from "../_core/deadline.ts";
 import {
   AuthenticationError,
   ClosedError,
@@ -170,10 +171,7 @@ function nextWithin(socket: FramedSocket, ms: number): Promise<Next> {
         : { kind: "message", message }
     ),
     new Promise<Next>((resolve) => {
-      // An infinite timeout sets no timer (setTimeout would fire at once).
-      if (ms < 2 ** 31) {
-        timer = setTimeout(() => resolve({ kind: "timeout" }), ms);
-      }
+      timer = timerFor(ms, () => resolve({ kind: "timeout" }));
       socket.onBadFrame = (error) => resolve({ kind: "bad", error });
     }),
   ]).finally(() => {

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { timerFor } from "../_core/deadline.ts";
 import {
   AuthenticationError,
   describeValue,
@@ -165,13 +166,10 @@ async function openConn(
 ): Promise<Deno.Conn> {
   const abort = new AbortController();
   let timedOut = false;
-  // An infinite timeout sets no timer (setTimeout would fire at once).
-  const timer = timeout < 2 ** 31
-    ? setTimeout(() => {
-      timedOut = true;
-      abort.abort();
-    }, timeout)
-    : undefined;
+  const timer = timerFor(timeout, () => {
+    timedOut = true;
+    abort.abort();
+  });
   let tcp: Deno.TcpConn | undefined;
   try {
     tcp = await Deno.connect({

@@ -8,6 +8,7 @@
  * @module
  */
 
+import { timerFor } from "../../_core/deadline.ts";
 import {
   CANCELLED,
   type MethodName,
@@ -180,11 +181,7 @@ export class ServerCall {
     w.onTimeout = onTimeout;
     w.remove = enqueue(w);
     this.conn.waiters.set(this.id, w);
-    // Past 2 ** 31 - 1 ms (24.8 days) setTimeout fires at once: so long a
-    // wait sets no timer, as an infinite one.
-    if (this.timeout < 2 ** 31) {
-      w.timer = setTimeout(() => w.expire(), this.timeout);
-    }
+    w.timer = timerFor(this.timeout, () => w.expire());
     return PENDING;
   }
 }
