@@ -22,8 +22,12 @@
 
 import { createHmac, timingSafeEqual as bytesEqual } from "node:crypto";
 import { AuthenticationError, timeoutError } from "../_core/errors.ts";
-import { toBase64 } from "../_manager/base64.ts";
-import { hmacKey, nonce, timingSafeEqual } from "../_manager/handshake.ts";
+import {
+  hmacKey,
+  nonce,
+  proofFor,
+  timingSafeEqual,
+} from "../_manager/handshake.ts";
 import type { FrameStream } from "./frame_stream.ts";
 import type { Wire } from "./socket_connection.ts";
 
@@ -113,16 +117,14 @@ function startsWith(bytes: Uint8Array | undefined, prefix: Uint8Array) {
 }
 
 /** `HMAC-SHA256(key, "dmp-connection/1 <role> <first> <second>")`, base64. */
-async function proof(
+function proof(
   key: CryptoKey,
   role: "client" | "listener",
   first: string,
   second: string,
 ): Promise<string> {
-  const data = encoder.encode(
-    `${CONNECTION_PROTOCOL}/${CONNECTION_VERSION} ${role} ${first} ${second}`,
-  );
-  return toBase64(new Uint8Array(await crypto.subtle.sign("HMAC", key, data)));
+  const label = `${CONNECTION_PROTOCOL}/${CONNECTION_VERSION}`;
+  return proofFor(label, key, role, first, second);
 }
 
 /**

@@ -100,9 +100,33 @@ export function hmacKey(key: Uint8Array): Promise<CryptoKey> {
 }
 
 /**
- * The HMAC-SHA256 proof for one side of the handshake:
- * `HMAC(key, "dmp-manager/1 " + role + " " + first + " " + second)` over
- * the base64 nonces, as base64.
+ * The HMAC-SHA256 proof for one side of a handshake:
+ * `HMAC(key, label + " " + role + " " + first + " " + second)` over the
+ * base64 nonces, as base64. The label names the protocol and its version,
+ * so a proof made for one protocol is no proof for another.
+ *
+ * @param label The protocol, e.g. `"dmp-manager/1"`.
+ * @param key The HMAC key.
+ * @param role Who proves (`"client"`, `"server"`, `"listener"`).
+ * @param first The verifier's nonce.
+ * @param second The prover's nonce.
+ * @returns The proof, base64.
+ */
+export async function proofFor(
+  label: string,
+  key: CryptoKey,
+  role: string,
+  first: string,
+  second: string,
+): Promise<string> {
+  const data = encoder.encode(`${label} ${role} ${first} ${second}`);
+  const mac = await crypto.subtle.sign("HMAC", key, data);
+  return toBase64(new Uint8Array(mac));
+}
+
+/**
+ * The manager's proof for one side of its handshake (see
+ * {@linkcode proofFor}): labelled `"dmp-manager/1"`.
  *
  * @param key The HMAC key.
  * @param role `"client"` or `"server"`: who proves.
@@ -110,17 +134,13 @@ export function hmacKey(key: Uint8Array): Promise<CryptoKey> {
  * @param second The prover's nonce.
  * @returns The proof, base64.
  */
-export async function proof(
+export function proof(
   key: CryptoKey,
   role: "client" | "server",
   first: string,
   second: string,
 ): Promise<string> {
-  const data = encoder.encode(
-    `${PROTOCOL}/${PROTOCOL_VERSION} ${role} ${first} ${second}`,
-  );
-  const mac = await crypto.subtle.sign("HMAC", key, data);
-  return toBase64(new Uint8Array(mac));
+  return proofFor(`${PROTOCOL}/${PROTOCOL_VERSION}`, key, role, first, second);
 }
 
 /**
