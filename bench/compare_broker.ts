@@ -18,8 +18,9 @@
  *   `completed` event), the median of 200 after 20 warm-ups.
  *
  * Redis is a `redis-server` this section starts on a free loopback port
- * (`--save "" --appendonly no`, under `timeout`) and stops at the end; our
- * worker processes are `deno run` children (`--allow-run=deno`). Without
+ * (`--save "" --appendonly no`, under `timeout`) with the tests' starter
+ * (`tests/_redis.ts`) and stops at the end; our worker processes are
+ * `deno run` children (`--allow-run=deno`). Without
  * `redis-server` the section prints one line and has no rows; without
  * `node` or `bench/node/node_modules/bullmq` (`npm install` in
  * `bench/node`) the BullMQ column reads "skipped".
@@ -31,6 +32,7 @@ import { Pool } from "../patterns/cube.ts";
 import { queueKeys } from "../patterns/_broker/keys.ts";
 import { RedisLink } from "../patterns/_broker/redis.ts";
 import { countWorkers } from "../patterns/_broker/registry.ts";
+import { startRedis, whyNoRedis } from "../tests/_redis.ts";
 import type { CompareSection, Row } from "./_compare_util.ts";
 
 /** Tasks per timed run. */
@@ -42,103 +44,10 @@ const APPLIES = 200;
 /** The longest any helper process lives, even if this program dies. */
 const HELPER_SECONDS = 900;
 
-/** A `redis-server` this section started. */
-interface Redis extends AsyncDisposable {
-  port: number;
-}
-
-/** Asks the kernel for a free loopback port. */
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = l.addr as Deno.NetAddr;
-  l.close();
-  return port;
-}
-
 /** Resolves whether a process may be run, without prompting. */
 async function mayRun(command: string): Promise<boolean> {
   const p = await Deno.permissions.query({ name: "run", command });
   return p.state === "granted";
-}
-
-/**
- * Why this section cannot run, or `null` when it can: `redis-server` is run
- * under `timeout`, so that it ends by itself if this program is killed.
- */
-async function whyNoRedis(): Promise<string | null> {
-  if (!await mayRun("timeout")) return "no permission to run timeout";
-  try {
-    const out = await new Deno.Command("timeout", {
-      args: ["10", "redis-server", "--version"],
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    // timeout exits 127 when the command is not found.
-    if (!out.success) {
-      return "redis-server not found (apt-get install -y redis-server)";
-    }
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return "timeout not found";
-    throw e;
-  }
-  return null;
-}
-
-/** Resolves once `port` answers PING, or rejects after `ms`. */
-async function waitForPong(port: number, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      using conn = await Deno.connect({ hostname: "127.0.0.1", port });
-      await conn.write(new TextEncoder().encode("PING\r\n"));
-      const buf = new Uint8Array(64);
-      const n = await conn.read(buf);
-      if (n && new TextDecoder().decode(buf.subarray(0, n)) === "+PONG\r\n") {
-        return;
-      }
-    } catch (e) {
-      if (!(e instanceof Deno.errors.ConnectionRefused)) throw e;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`redis-server on port ${port} did not answer in ${ms}ms`);
-    }
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-/** Starts a private `redis-server` that keeps nothing on disk. */
-async function startRedis(): Promise<Redis> {
-  const port = freePort();
-  const child = new Deno.Command("timeout", {
-    args: [
-      String(HELPER_SECONDS),
-      "redis-server",
-      "--port",
-      String(port),
-      "--bind",
-      "127.0.0.1",
-      "--save",
-      "",
-      "--appendonly",
-      "no",
-    ],
-    stdin: "null",
-    stdout: "null",
-    stderr: "inherit",
-  }).spawn();
-  const stop = async () => {
-    try {
-      child.kill("SIGTERM"); // timeout passes it on to redis-server
-    } catch { /* already gone */ }
-    await child.status;
-  };
-  try {
-    await waitForPong(port, 10_000);
-  } catch (e) {
-    await stop();
-    throw e;
-  }
-  return { port, [Symbol.asyncDispose]: stop };
 }
 
 /** BullMQ's figures. */
@@ -367,7 +276,7 @@ export const section: CompareSection = {
       console.error(`  skipped: ${why}`);
       return [];
     }
-    await using redis = await startRedis();
+    await using redis = await startRedis({ seconds: HELPER_SECONDS });
     const bull = await bullmq(redis.port);
     const our = await ours(redis.port);
     const what = `${

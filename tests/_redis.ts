@@ -1,8 +1,8 @@
 /**
- * A private `redis-server` for the broker tests: started on a free loopback
- * port, keeping nothing on disk (`--save "" --appendonly no`), under
- * `timeout` so that it ends even if the test run is killed, and stopped by
- * `await using`. The tests never touch a Redis they did not start.
+ * A private `redis-server` for the broker tests (and the broker benchmark,
+ * `bench/compare_broker.ts`): started on a free loopback port, keeping
+ * nothing on disk (`--save "" --appendonly no`), under `timeout` so that it
+ * ends even if the test run is killed, and stopped by `await using`. The tests never touch a Redis they did not start.
  *
  * @module
  */
@@ -12,19 +12,29 @@ import { RedisLink } from "../patterns/_broker/redis.ts";
 /** How long a test's server may live at most, in seconds. */
 const SERVER_SECONDS = 600;
 
-/** Why the Redis tests cannot run here, or `null` when they can. */
-export function whyNoRedis(): string | null {
+/**
+ * Why a private server cannot be started here, or `null` when it can
+ * (also the benchmark's check: it asks only for `timeout`, which
+ * `redis-server` runs under).
+ */
+export async function whyNoRedis(): Promise<string | null> {
+  const run = await Deno.permissions.query({ name: "run", command: "timeout" });
+  if (run.state !== "granted") return "no permission to run timeout";
   try {
-    const out = new Deno.Command("redis-server", {
-      args: ["--version"],
+    const out = await new Deno.Command("timeout", {
+      args: ["10", "redis-server", "--version"],
       stdout: "null",
       stderr: "null",
-    }).outputSync();
-    if (out.success) return null;
+    }).output();
+    // timeout exits 127 when the command is not found.
+    if (!out.success) {
+      return "redis-server not found (apt-get install -y redis-server)";
+    }
   } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    if (e instanceof Deno.errors.NotFound) return "timeout not found";
+    throw e;
   }
-  return "redis-server not found (apt-get install -y redis-server)";
+  return null;
 }
 
 /** A running private server. */
@@ -86,19 +96,27 @@ async function answers(port: number, tls: boolean): Promise<boolean> {
 }
 
 /**
- * Starts a private server.
+ * Starts a private server (also the benchmark's: it runs nothing but
+ * `timeout`, so `--allow-run=timeout` is enough).
  *
  * @param options `password`: started with `--requirepass`; `tls`: serves
- *   TLS only (`rediss://`), with the certificate of `tests/fixtures/broker_tls/`.
+ *   TLS only (`rediss://`), with the certificate of `tests/fixtures/broker_tls/`;
+ *   `port`: this one instead of a free one (a server restarted in its
+ *   place); `seconds`: how long it may live at most.
  * @returns The server; `await using` stops it.
  */
 export async function startRedis(
-  options: { password?: string; tls?: boolean } = {},
+  options: {
+    password?: string;
+    tls?: boolean;
+    port?: number;
+    seconds?: number;
+  } = {},
 ): Promise<RedisServer> {
-  const port = freePort();
+  const port = options.port ?? freePort();
   const tls = options.tls === true;
   const args = [
-    String(SERVER_SECONDS),
+    String(options.seconds ?? SERVER_SECONDS),
     "redis-server",
     ...(tls
       ? [

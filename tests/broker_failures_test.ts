@@ -9,9 +9,14 @@
 
 import { strict as assert } from "node:assert";
 import { Pool, WorkerCrashedError } from "../patterns/cube.ts";
-import { runWorker } from "../patterns/worker.ts";
+import {
+  runWorker,
+  type WorkerOptions,
+  type WorkerReport,
+} from "../patterns/worker.ts";
 import { mpTest, range } from "./_helpers.ts";
 import {
+  type RedisServer,
   startRedis,
   startWorkerProcess,
   waitUntil,
@@ -22,7 +27,7 @@ Deno.test.sanitizer({ ops: true, resources: true });
 
 type Tasks = typeof import("./fixtures/broker_tasks.ts");
 const MODULE = new URL("./fixtures/broker_tasks.ts", import.meta.url).href;
-const noRedis = whyNoRedis();
+const noRedis = await whyNoRedis();
 
 // Without Redis, broker_test.ts says so in one line for every Redis test.
 if (!noRedis) {
@@ -41,6 +46,29 @@ if (!noRedis) {
         const ttl = Number(await redis.command(["PTTL", k]));
         assert.ok(ttl > 0, `${k} has no TTL (${ttl})`);
       }
+    },
+  );
+
+  mpTest(
+    "a pool whose user may not create the queue's group fails the call and closes its links",
+    async () => {
+      await using redis = await startRedis();
+      await redis.command([
+        "ACL",
+        "SETUSER",
+        "limited",
+        "on",
+        ">pw",
+        "~*",
+        "+@all",
+        "-xgroup",
+      ]);
+      // Connected, then refused: the sanitizers catch a link left open.
+      await using pool = new Pool<Tasks>({
+        broker: `redis://limited:pw@127.0.0.1:${redis.port}`,
+        queue: "acl",
+      });
+      await assert.rejects(pool.apply("add", [1, 2]), /NOPERM/);
     },
   );
 
@@ -92,15 +120,8 @@ if (!noRedis) {
         "4",
         "JUSTID",
       ]);
-      const stop = new AbortController();
-      const worker = runWorker({
-        broker: redis.url,
-        module: MODULE,
-        queue: q,
-        workers: 1,
+      const { stop, done: worker } = inProcessWorker(redis.url, q, {
         visibilityTimeout: 300,
-        signal: stop.signal,
-        handleSignals: false,
       });
       try {
         await assert.rejects(a, WorkerCrashedError);
@@ -116,15 +137,7 @@ if (!noRedis) {
     "a worker's queue stream has a TTL from the start",
     async () => {
       await using redis = await startRedis();
-      const stop = new AbortController();
-      const worker = runWorker({
-        broker: redis.url,
-        module: MODULE,
-        queue: "wttl",
-        workers: 1,
-        signal: stop.signal,
-        handleSignals: false,
-      });
+      const { stop, done: worker } = inProcessWorker(redis.url, "wttl");
       try {
         await waitUntil(
           async () =>
@@ -144,15 +157,8 @@ if (!noRedis) {
     "Redis going away mid-map settles the call with an error",
     async () => {
       const redis = await startRedis();
-      const stop = new AbortController();
-      const worker = runWorker({
-        broker: redis.url,
-        module: MODULE,
-        queue: "gone",
-        workers: 2,
-        signal: stop.signal,
-        handleSignals: false,
-      }).then(() => null, (e) => e);
+      const { stop, done } = inProcessWorker(redis.url, "gone", { workers: 2 });
+      const worker = done.then(() => null, (e) => e);
       const pool = new Pool<Tasks>({ broker: redis.url, queue: "gone" });
       try {
         const call = pool.map("sleepy", range(20).map(() => 500), {
@@ -167,12 +173,7 @@ if (!noRedis) {
         assert.ok(Date.now() - t0 < 40_000);
         // Not told to stop, the worker gives up on the lost broker by itself
         // (after its reconnect attempts), with an error.
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        const outcome = await Promise.race([
-          worker,
-          new Promise((r) => timer = setTimeout(() => r("hung"), 60_000)),
-        ]);
-        clearTimeout(timer);
+        const outcome = await within(worker, 60_000);
         assert.ok(outcome instanceof Error, String(outcome));
       } finally {
         stop.abort();
@@ -187,15 +188,8 @@ if (!noRedis) {
     "a stopped worker exits soon when Redis is gone",
     async () => {
       const redis = await startRedis();
-      const stop = new AbortController();
-      const worker = runWorker({
-        broker: redis.url,
-        module: MODULE,
-        queue: "gone2",
-        workers: 1,
-        signal: stop.signal,
-        handleSignals: false,
-      }).then(() => null, (e) => e);
+      const { stop, done } = inProcessWorker(redis.url, "gone2");
+      const worker = done.then(() => null, (e) => e);
       try {
         await waitUntil(
           async () =>
@@ -221,14 +215,8 @@ if (!noRedis) {
     "imap of an endless input, broken off, ends and leaves no keys",
     async () => {
       await using redis = await startRedis();
-      const stop = new AbortController();
-      const worker = runWorker({
-        broker: redis.url,
-        module: MODULE,
-        queue: "lazy",
+      const { stop, done: worker } = inProcessWorker(redis.url, "lazy", {
         workers: 2,
-        signal: stop.signal,
-        handleSignals: false,
       });
       try {
         let pulled = 0;
@@ -358,14 +346,8 @@ if (!noRedis) {
     async () => {
       await using redis = await startRedis();
       const q = "killed";
-      const stop = new AbortController();
-      const worker = runWorker({
-        broker: redis.url,
-        module: MODULE,
-        queue: q,
+      const { stop, done: worker } = inProcessWorker(redis.url, q, {
         workers: 2,
-        signal: stop.signal,
-        handleSignals: false,
       });
       try {
         const cube = new URL("../patterns/cube.ts", import.meta.url).href;
@@ -424,14 +406,8 @@ if (!noRedis) {
           Number(await redis.command(["XLEN", `dmp:${q}:tasks`])) === 4,
         "the entries",
       );
-      const stop = new AbortController();
-      const worker = runWorker({
-        broker: redis.url,
-        module: MODULE,
-        queue: q,
+      const { stop, done: worker } = inProcessWorker(redis.url, q, {
         workers: 4,
-        signal: stop.signal,
-        handleSignals: false,
       });
       try {
         assert.deepEqual(await Promise.all(calls), [1, 2, 3, 4]);
@@ -477,17 +453,11 @@ if (!noRedis) {
     async () => {
       await using redis = await startRedis();
       const pid = await redisPid(redis.command);
-      const stop = new AbortController();
-      const worker = runWorker({
-        broker: redis.url,
-        module: MODULE,
-        queue: "frozen-w",
-        workers: 1,
+      const { stop, done } = inProcessWorker(redis.url, "frozen-w", {
         grace: 1_000,
         visibilityTimeout: 2_000,
-        signal: stop.signal,
-        handleSignals: false,
-      }).then(() => "stopped", (e) => e);
+      });
+      const worker = done.then(() => "stopped", (e) => e);
       await waitUntil(
         async () =>
           Number(await redis.command(["SCARD", "dmp:frozen-w:workers"])) === 1,
@@ -497,12 +467,7 @@ if (!noRedis) {
       try {
         await new Promise((r) => setTimeout(r, 1_000));
         stop.abort();
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        const outcome = await Promise.race([
-          worker,
-          new Promise((r) => timer = setTimeout(() => r("hung"), 20_000)),
-        ]);
-        clearTimeout(timer);
+        const outcome = await within(worker, 20_000);
         assert.notEqual(outcome, "hung");
       } finally {
         Deno.kill(pid, "SIGCONT");
@@ -517,15 +482,8 @@ if (!noRedis) {
       await using redis = await startRedis();
       const pid = await redisPid(redis.command);
       const q = "frozen-p";
-      const stop = new AbortController();
-      const worker = runWorker({
-        broker: redis.url,
-        module: MODULE,
-        queue: q,
-        workers: 2,
-        signal: stop.signal,
-        handleSignals: false,
-      }).then(() => "stopped", (e) => e);
+      const { stop, done } = inProcessWorker(redis.url, q, { workers: 2 });
+      const worker = done.then(() => "stopped", (e) => e);
       const pool = new Pool<Tasks>({ broker: redis.url, queue: q });
       let frozen = false;
       try {
@@ -535,12 +493,7 @@ if (!noRedis) {
         }).then(() => "done", (e) => e);
         Deno.kill(pid, "SIGSTOP");
         frozen = true;
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        const outcome = await Promise.race([
-          call,
-          new Promise((r) => timer = setTimeout(() => r("hung"), 40_000)),
-        ]);
-        clearTimeout(timer);
+        const outcome = await within(call, 40_000);
         assert.ok(outcome instanceof Error, String(outcome));
         pool.terminate();
         await pool.join();
@@ -559,19 +512,8 @@ if (!noRedis) {
     async () => {
       await using redis = await startRedis();
       const q = "long";
-      const stop = new AbortController();
-      const start = () =>
-        runWorker({
-          broker: redis.url,
-          module: MODULE,
-          queue: q,
-          workers: 1,
-          visibilityTimeout: 300,
-          signal: stop.signal,
-          handleSignals: false,
-        });
-      const one = start();
-      const two = start();
+      const one = inProcessWorker(redis.url, q, { visibilityTimeout: 300 });
+      const two = inProcessWorker(redis.url, q, { visibilityTimeout: 300 });
       try {
         await waitUntil(
           async () =>
@@ -586,9 +528,10 @@ if (!noRedis) {
           [1, 2],
         );
       } finally {
-        stop.abort();
+        one.stop.abort();
+        two.stop.abort();
       }
-      const reports = await Promise.all([one, two]);
+      const reports = await Promise.all([one.done, two.done]);
       assert.deepEqual(reports.map((r) => r.claimed), [0, 0]);
       assert.equal(reports[0]!.ran + reports[1]!.ran, 2);
     },
@@ -625,15 +568,8 @@ if (!noRedis) {
       // silent one holds the newest.
       const live = await take("live", 30);
       await take("silent", 1);
-      const stop = new AbortController();
-      const worker = runWorker({
-        broker: redis.url,
-        module: MODULE,
-        queue: q,
-        workers: 1,
+      const { stop, done: worker } = inProcessWorker(redis.url, q, {
         visibilityTimeout: 300,
-        signal: stop.signal,
-        handleSignals: false,
       });
       try {
         await waitUntil(
@@ -675,17 +611,10 @@ if (!noRedis) {
     async () => {
       await using redis = await startRedis();
       const q = "restart";
-      const stop = new AbortController();
-      const worker = runWorker({
-        broker: redis.url,
-        module: MODULE,
-        queue: q,
-        workers: 2,
-        signal: stop.signal,
-        handleSignals: false,
-      }).then(() => "stopped", (e) => e);
+      const { stop, done } = inProcessWorker(redis.url, q, { workers: 2 });
+      const worker = done.then(() => "stopped", (e) => e);
       const pool = new Pool<Tasks>({ broker: redis.url, queue: q });
-      let again: Deno.ChildProcess | undefined;
+      let again: RedisServer | undefined;
       try {
         assert.equal(await pool.apply("add", [1, 2]), 3);
         const call = pool.map("sleepy", range(40).map(() => 500), {
@@ -694,38 +623,53 @@ if (!noRedis) {
         await new Promise((r) => setTimeout(r, 300));
         // The server dies and comes back empty on the same port.
         Deno.kill(await redisPid(redis.command), "SIGKILL");
-        again = new Deno.Command("redis-server", {
-          args: [
-            "--port",
-            String(redis.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-          ],
-          stdin: "null",
-          stdout: "null",
-          stderr: "null",
-        }).spawn();
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        const outcome = await Promise.race([
-          call,
-          new Promise((r) => timer = setTimeout(() => r("hung"), 60_000)),
-        ]);
-        clearTimeout(timer);
+        again = await startRedis({ port: redis.port });
+        const outcome = await within(call, 60_000);
         assert.ok(outcome instanceof Error, String(outcome));
       } finally {
         pool.terminate();
         await pool.join();
         stop.abort();
         await worker;
-        again?.kill("SIGTERM");
-        await again?.status;
+        await again?.[Symbol.asyncDispose]();
       }
     },
   );
+}
+
+/**
+ * A worker serving `queue` in this process on the fixture module (one
+ * local worker unless `options` say otherwise); `stop.abort()` stops it.
+ */
+function inProcessWorker(
+  url: string,
+  queue: string,
+  options: Pick<WorkerOptions, "workers" | "grace" | "visibilityTimeout"> = {},
+): { stop: AbortController; done: Promise<WorkerReport> } {
+  const stop = new AbortController();
+  const done = runWorker({
+    broker: url,
+    module: MODULE,
+    queue,
+    workers: 1,
+    ...options,
+    signal: stop.signal,
+    handleSignals: false,
+  });
+  return { stop, done };
+}
+
+/** What `p` settles to, or `"hung"` if it has not within `ms`. */
+async function within<T>(p: Promise<T>, ms: number): Promise<T | "hung"> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<"hung">((r) => timer = setTimeout(() => r("hung"), ms)),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** The pid of the redis-server behind `command`. */

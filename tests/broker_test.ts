@@ -16,7 +16,7 @@ Deno.test.sanitizer({ ops: true, resources: true });
 
 type Tasks = typeof import("./fixtures/broker_tasks.ts");
 const MODULE = new URL("./fixtures/broker_tasks.ts", import.meta.url).href;
-const noRedis = whyNoRedis();
+const noRedis = await whyNoRedis();
 
 /** How many local workers the queue's registered worker processes run. */
 async function servingWorkers(

@@ -655,16 +655,15 @@ export class BrokerDispatcher {
       if (this.#heartbeat !== undefined) clearInterval(this.#heartbeat);
       this.#heartbeat = undefined;
       this.#setBusy(false);
-      // A blocked read of results ends now.
-      this.#reader?.destroy();
       try {
         await this.#connecting;
       } catch {
-        return; // never connected: nothing to remove
+        // Its links may have opened before the failure: closed below.
       }
-      const cmd = this.#cmd;
-      if (!cmd) return;
+      // A blocked read of results ends now.
       this.#reader?.destroy();
+      const cmd = this.#cmd;
+      if (!cmd) return; // never connected: nothing to remove
       // A broker that stopped answering must not hold the stop up forever:
       // dropping the link fails what still waits on it.
       const cut = setTimeout(() => cmd.destroy(), STOP_MS);

@@ -367,7 +367,9 @@ export class BrokerWorker {
     if (this.#pools.size >= MAX_LOCAL_POOLS) {
       // Retire the idlest pool of another timeout (it finishes its work).
       for (const [t, p] of this.#pools) {
-        if (t !== null && p.stats().busy === 0 && p.stats().queued === 0) {
+        if (t === null) continue;
+        const { busy, queued } = p.stats();
+        if (busy === 0 && queued === 0) {
           this.#pools.delete(t);
           p.close();
           this.#track(p.join());
