@@ -345,7 +345,7 @@ export class Connection<T = unknown> implements Shareable, Disposable {
   send(value: T, options?: WaitOptions): void {
     const tx = this.#writer("send");
     const timeout = options ? sendTimeout(options, "send") : Infinity;
-    tx.checkFits(encodeRecord(value, "send"), "send");
+    encodeRecord(value, "send");
     const deposited = takeDeposit();
     try {
       this.#write(tx, "send", timeout);
@@ -401,7 +401,7 @@ export class Connection<T = unknown> implements Shareable, Disposable {
     }
     const tx = this.#writer("sendBytes");
     const timeout = options ? sendTimeout(options, "sendBytes") : Infinity;
-    tx.checkFits(encodeBytesRecord(view), "sendBytes");
+    encodeBytesRecord(view, "sendBytes");
     this.#write(tx, "sendBytes", timeout);
   }
 

@@ -208,7 +208,7 @@ async function putItem(
 ): Promise<void> {
   const timeout = checkTimeout(options.timeout, "put");
   throwIfAborted(options.signal);
-  ring.checkFits(encodeRecord(item, "put"), "put");
+  encodeRecord(item, "put");
   const deposited = takeDeposit();
   const r = await putAsync(ring, timeout, options.signal).catch((e) =>
     failPut(deposited, e)
@@ -400,7 +400,7 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
   putSync(item: T, options: WaitOptions = {}): void {
     const timeout = checkTimeout(options.timeout, "putSync");
     throwIfAborted(options.signal);
-    this.#ring.checkFits(encodeRecord(item, "putSync"), "putSync");
+    encodeRecord(item, "putSync");
     const deposited = takeDeposit();
     let r: PutResult;
     try {
@@ -435,7 +435,6 @@ export class Queue<T = unknown> implements AsyncIterable<T>, Shareable {
   putNowait(item: T): void {
     const ring = this.#ring;
     const size = encodeRecord(item, "putNowait");
-    ring.checkFits(size, "putNowait");
     if (ring.needsStream()) {
       throw new RangeError(
         `Cannot putNowait: the item needs ${size} bytes, more than the queue's ${ring.capacity} (capacityBytes) hold at once; put() and putSync() stream it`,

@@ -202,24 +202,30 @@ function jsonExactItem(v: unknown, depth: number): boolean {
  * @param what The call, for error messages (e.g. `"put"`).
  * @returns The record's total size in the ring, header and padding included.
  * @throws {TypeError} If the value cannot be cloned.
+ * @throws {RangeError} If it encodes larger than any message may be.
  */
 export function encodeRecord(value: unknown, what: string): number {
   lastDeposit = undefined;
+  encodeValue(value, what);
+  return checkedSize(what);
+}
+
+function encodeValue(value: unknown, what: string): void {
   if (typeof value === "number") {
     encNum = value;
     if ((value | 0) === value && (value !== 0 || 1 / value > 0)) {
       encTag = TAG_INT;
       encLen = 4;
-      return 8;
+      return;
     }
     encTag = TAG_FLOAT;
     encLen = 8;
-    return 12;
+    return;
   }
   if (typeof value === "string" && value.isWellFormed()) {
     encodeUtf8(value);
     encTag = TAG_STR;
-    return 4 + ((encLen + 3) & ~3);
+    return;
   }
   if (typeof value === "string") {
     encLen = value.length * 2;
@@ -227,12 +233,12 @@ export function encodeRecord(value: unknown, what: string): number {
     const units = new Uint16Array(encBytes.buffer);
     for (let i = 0; i < value.length; i++) units[i] = value.charCodeAt(i);
     encTag = TAG_UTF16;
-    return 4 + ((encLen + 3) & ~3);
+    return;
   }
   if (typeof value === "object" && value !== null && jsonExactValue(value)) {
     encodeUtf8(JSON.stringify(value));
     encTag = TAG_JSON;
-    return 4 + ((encLen + 3) & ~3);
+    return;
   }
   // This package's shared objects (a Lock, a Value, a Queue, a pipe end)
   // hold SharedArrayBuffers, which bytes cannot carry: their handles go
@@ -252,7 +258,7 @@ export function encodeRecord(value: unknown, what: string): number {
     for (const fn of encoded.afterSend) fn();
     encodeUtf8(JSON.stringify({ [EXCHANGE_KEY]: id }));
     encTag = TAG_JSON;
-    return 4 + ((encLen + 3) & ~3);
+    return;
   }
   let bytes: Uint8Array;
   try {
@@ -263,20 +269,35 @@ export function encodeRecord(value: unknown, what: string): number {
   encTag = TAG_V8;
   encBytes = bytes;
   encLen = bytes.length;
-  return 4 + ((encLen + 3) & ~3);
 }
 
 /**
  * Encodes a byte message as the pending record.
  *
  * @param bytes The bytes.
+ * @param what The call, for error messages (e.g. `"sendBytes"`).
  * @returns The record's total size in the ring.
+ * @throws {RangeError} If it is larger than any message may be.
  */
-export function encodeBytesRecord(bytes: Uint8Array): number {
+export function encodeBytesRecord(bytes: Uint8Array, what: string): number {
   encTag = TAG_BYTES;
   encBytes = bytes;
   encLen = bytes.length;
-  return 4 + ((encLen + 3) & ~3);
+  return checkedSize(what);
+}
+
+/**
+ * The pending record's size in a ring; a record larger than any message
+ * may be (2^31 − 1 bytes encoded) is refused here, before any ring is
+ * touched (one larger than a ring is streamed).
+ */
+function checkedSize(what: string): number {
+  if (encLen > MAX_MESSAGE) {
+    throw new RangeError(
+      `Cannot ${what}: the item encodes to ${encLen} bytes, more than the ${MAX_MESSAGE} a channel carries`,
+    );
+  }
+  return recordSize(encLen);
 }
 
 /**
@@ -360,7 +381,7 @@ export function pendingLength(): number {
 
 /** The size in the ring of the pending record (header and padding included). */
 export function pendingSize(): number {
-  return 4 + ((encLen + 3) & ~3);
+  return recordSize(encLen);
 }
 
 /**

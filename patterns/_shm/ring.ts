@@ -65,7 +65,6 @@ import {
   decodePayload,
   encodeRecord,
   isBytesRecord,
-  MAX_MESSAGE,
   MAX_PAYLOAD,
   pendingLength,
   pendingSize,
@@ -365,24 +364,8 @@ export class RecordRing {
    * @throws {RangeError} If it can never fit.
    */
   put(value: unknown, what: string): PutResult {
-    this.checkFits(encodeRecord(value, what), what);
+    encodeRecord(value, what);
     return this.tryPut(false);
-  }
-
-  /**
-   * Throws when the pending record is larger than any message may be
-   * (2^31 − 1 bytes encoded); a record larger than the ring is streamed.
-   *
-   * @param _size The record's size from {@linkcode encodeRecord}.
-   * @param what The call, for the message.
-   * @throws {RangeError} If it is too big.
-   */
-  checkFits(_size: number, what: string): void {
-    if (pendingLength() > MAX_MESSAGE) {
-      throw new RangeError(
-        `Cannot ${what}: the item encodes to ${pendingLength()} bytes, more than the ${MAX_MESSAGE} a channel carries`,
-      );
-    }
   }
 
   /**
