@@ -234,15 +234,26 @@ mpTest("Pool.map() honours an explicit chunksize", async () => {
 
 mpTest("Pool spreads a few long tasks over all workers", async () => {
   await using pool = new Pool({ workers: 2 });
+  // Each task runs until both have started: they finish only if they run
+  // at once, on two workers, whenever each worker is up (a fixed sleep
+  // let the first worker up take both on a loaded machine, by stealing
+  // from the second one still starting).
+  const started = new Counter();
   const names = await pool.map(
-    async () => {
-      await new Promise((r) => setTimeout(r, 50));
+    async (counter: Counter) => {
+      counter.add(1);
+      const end = Date.now() + 20_000;
+      while (counter.value < 2) {
+        if (Date.now() > end) return `${self.name} (alone)`;
+        await new Promise((r) => setTimeout(r, 5));
+      }
       return self.name;
     },
-    [1, 2],
+    [started, started],
     { chunksize: 1 },
   );
   assert.equal(new Set(names).size, 2, `both ran on ${names[0]}`);
+  assert.ok(names.every((n) => !n.endsWith("(alone)")), names.join(", "));
 });
 
 mpTest("Pool.starmap() and Pool.apply()", async () => {

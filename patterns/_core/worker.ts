@@ -274,11 +274,16 @@ export class ManagedWorker {
     worker.once("exit", (code: number) => this.#onExit(code));
   }
 
-  #onExit(code: number): void {
-    markThreadDead(this.#threadId);
+  /** Lets go of the thread: no longer counted, its ports closed. */
+  #release(): void {
+    workers().live.delete(this);
     this.#port?.close();
     this.#exchange?.close();
-    workers().live.delete(this);
+  }
+
+  #onExit(code: number): void {
+    markThreadDead(this.#threadId);
+    this.#release();
     if (this.#dead) return;
     const name = this.#options.name;
     if (this.#outOfMemory) {
@@ -385,9 +390,7 @@ export class ManagedWorker {
       reason: `Worker ${this.#options.name} was terminated`,
       ...death,
     });
-    workers().live.delete(this);
-    this.#port?.close();
-    this.#exchange?.close();
+    this.#release();
     this.#worker?.terminate().catch(() => {});
   }
 }
@@ -552,7 +555,5 @@ export function installWorkerRuntime(
     parentPort!.postMessage({ [OUT_OF_MEMORY]: true });
     realExit(1);
   }, HEAP_WATCH_MS);
-  (Deno as { unrefTimer?(id: number): void }).unrefTimer?.(
-    watch as unknown as number,
-  );
+  Deno.unrefTimer(watch);
 }

@@ -194,3 +194,34 @@ export class Mailbox {
     Atomics.notify(this.#c, SEQ);
   }
 }
+
+/**
+ * The receiver's side of the two paths: puts messages numbered `m` (1, 2,
+ * ... by the sender) that came by the mailbox or by `postMessage` back in
+ * the order they were sent.
+ */
+export class InOrder<T extends { m: number }> {
+  #next = 1;
+  readonly #early = new Map<number, T>();
+
+  /**
+   * Takes a message: hands it, and those that came early behind it, to
+   * `take` in order; keeps it for later if one sent before it is missing.
+   *
+   * @param msg The message.
+   * @param take Gets each message in order.
+   * @returns Whether any message was handed over.
+   */
+  accept(msg: T, take: (msg: T) => void): boolean {
+    if (msg.m !== this.#next) {
+      this.#early.set(msg.m, msg);
+      return false;
+    }
+    for (let next: T | undefined = msg; next;) {
+      this.#early.delete(this.#next);
+      take(next);
+      next = this.#early.get(++this.#next);
+    }
+    return true;
+  }
+}

@@ -348,7 +348,7 @@ export class Process<
       },
       onDeath: (death) => this.#finish(death),
       ref: !this.#daemon,
-      ...(this.#memoryLimitMb ? { memoryLimitMb: this.#memoryLimitMb } : {}),
+      memoryLimitMb: this.#memoryLimitMb,
     });
     this.#worker = worker;
     liveChildren().add(this as Process<unknown, TaskFunction>);

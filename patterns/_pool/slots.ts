@@ -19,7 +19,7 @@ import { decodeShared } from "../_core/share.ts";
 import { spawnWorker } from "../_core/worker.ts";
 import { holdEventLoop, SpinPolicy } from "../_core/wait.ts";
 import { debug } from "../_core/debug.ts";
-import { CLOSED, Mailbox, NOTHING } from "./mailbox.ts";
+import { CLOSED, InOrder, Mailbox, NOTHING } from "./mailbox.ts";
 import type { ManagedWorker, WorkerDeath } from "../_core/worker.ts";
 import { ApplyCall, type CallHost, type PoolCall } from "./calls.ts";
 import {
@@ -97,9 +97,8 @@ interface Slot {
   resultBox: Mailbox;
   /** The number of the last run message sent. */
   sentMsgs: number;
-  /** The number of the next result message to take, and those that came early. */
-  nextDone: number;
-  early: Map<number, DoneMsg>;
+  /** Result messages in the order sent (by mailbox or postMessage). */
+  results: InOrder<DoneMsg>;
 }
 
 /** Where a slot's worker stands: its last started job, and whether it runs. */
@@ -109,16 +108,26 @@ function claimOf(slot: Slot): { num: number; running: boolean; word: number } {
   return { num: w >> 1, running: (w & 1) === 1, word };
 }
 
-/** The job numbered `num` among a slot's pending jobs, as an index. */
-function indexOfNum(slot: Slot, num: number): number {
+/**
+ * Where a slot's queued jobs start: the index of the first pending job after
+ * the one numbered `num` (the last its worker started), or of the first
+ * pending job if that one is not pending.
+ */
+function firstQueued(slot: Slot, num: number): number {
   for (let i = slot.inflight.length - 1; i >= slot.head; i--) {
-    if (slot.inflight[i]!.num === num) return i;
+    if (slot.inflight[i]!.num === num) return i + 1;
   }
-  return -1;
+  return slot.head;
 }
 
 /** The clock of the slots' start stamps (the worker writes `Date.now()`). */
 const now = () => Date.now();
+
+/** Closes a slot's mailboxes: its readers on both sides stop. */
+function closeBoxes(slot: Slot): void {
+  slot.jobBox.close();
+  slot.resultBox.close();
+}
 
 function pending(slot: Slot): number {
   return slot.inflight.length - slot.head;
@@ -255,8 +264,7 @@ export class Dispatcher {
       jobBox: new Mailbox(Mailbox.allocate()),
       resultBox: new Mailbox(Mailbox.allocate()),
       sentMsgs: 0,
-      nextDone: 1,
-      early: new Map(),
+      results: new InOrder(),
     };
     Atomics.store(slot.state, 0, IDLE);
     slot.worker = spawnWorker(WORKER_URL, {
@@ -264,7 +272,7 @@ export class Dispatcher {
       onMessage: (data) => this.#onMessage(slot, data as FromWorker),
       onDeath: (death) => this.#onDeath(slot, death),
       ref: this.#busy,
-      ...(this.#memoryLimitMb ? { memoryLimitMb: this.#memoryLimitMb } : {}),
+      memoryLimitMb: this.#memoryLimitMb,
     });
     this.#slots.push(slot);
     debug(`${name}: started`);
@@ -449,7 +457,7 @@ export class Dispatcher {
       if (slot.dead || pending(slot) === 0) continue;
       const { num, running, word } = claimOf(slot);
       if (word < 0) continue; // fenced, not yet seen by the worker
-      const first = indexOfNum(slot, num) + 1 || slot.head;
+      const first = firstQueued(slot, num);
       if (first >= slot.inflight.length) continue;
       if (slot.inflight.slice(first).some((j) => j.transfer.length > 0)) {
         continue; // its buffers are gone from here
@@ -626,27 +634,16 @@ export class Dispatcher {
    * @returns Whether any result was taken.
    */
   #takeDone(slot: Slot, msg: DoneMsg): boolean {
-    if (msg.m !== slot.nextDone) {
-      slot.early.set(msg.m, msg);
-      return false;
-    }
-    for (let next: DoneMsg | undefined = msg; next;) {
-      slot.early.delete(slot.nextDone);
-      this.#done(slot, next);
-      next = slot.early.get(++slot.nextDone);
-    }
-    return true;
+    return slot.results.accept(msg, (next) => this.#done(slot, next));
   }
 
-  /** Closes a gone worker's mailboxes, taking the results left in them. */
-  #closeBoxes(slot: Slot): void {
+  /** Takes the results a gone worker left in its mailbox. */
+  #takeLeftResults(slot: Slot): void {
     for (let v = slot.resultBox.tryRecv(); v !== NOTHING;) {
       const msg = v as FromWorker;
       if (msg.t === "done") this.#takeDone(slot, msg);
       v = slot.resultBox.tryRecv();
     }
-    slot.jobBox.close();
-    slot.resultBox.close();
   }
 
   #done(slot: Slot, msg: DoneMsg): void {
@@ -742,12 +739,9 @@ export class Dispatcher {
           death.reason || `exited (code ${death.code})`
         }; replacing it`,
       );
+      this.#takeLeftResults(slot);
     }
-    if (this.#state !== "terminated") this.#closeBoxes(slot);
-    else {
-      slot.jobBox.close();
-      slot.resultBox.close();
-    }
+    closeBoxes(slot);
     slot.dead = true;
     if (this.#state === "terminated") return;
     if (!slot.ready && death.kind === "error" && ++this.#startFailures >= 3) {
@@ -797,8 +791,7 @@ export class Dispatcher {
     if (death.reason === "" && this.#state !== "terminated") {
       debug(`${slot.worker.name}: retired after ${slot.jobs} jobs`);
     }
-    slot.jobBox.close();
-    slot.resultBox.close();
+    closeBoxes(slot);
     if (!slot.worker.death) slot.worker.terminate(death);
     if (this.#state === "terminated" || this.#startFailures >= 3) return;
     if (
@@ -891,7 +884,7 @@ export class Dispatcher {
       if (slot.dead) continue;
       const { num, running } = claimOf(slot);
       if (running) busy++;
-      const first = indexOfNum(slot, num) + 1 || slot.head;
+      const first = firstQueued(slot, num);
       for (let i = first; i < slot.inflight.length; i++) {
         queued += slot.inflight[i]!.items.length;
       }
@@ -950,8 +943,7 @@ export class Dispatcher {
     this.#setBusy(false);
     const slots = this.#slots.splice(0);
     for (const s of slots) {
-      s.jobBox.close();
-      s.resultBox.close();
+      closeBoxes(s);
       s.worker.terminate();
     }
   }

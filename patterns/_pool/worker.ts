@@ -30,7 +30,7 @@ import {
 } from "../_core/worker.ts";
 import { setImmediate } from "node:timers";
 import { SpinPolicy } from "../_core/wait.ts";
-import { CLOSED, Mailbox, type MailboxWait } from "./mailbox.ts";
+import { CLOSED, InOrder, Mailbox, type MailboxWait } from "./mailbox.ts";
 import {
   CALL_ITEM,
   claimWord,
@@ -83,9 +83,8 @@ const JOB_WAIT: MailboxWait = {
   pollMs: 0.1,
   misses: 0,
 };
-/** The number of the next run message to take, and those that came early. */
-let nextRun = 1;
-const early = new Map<number, RunMsg>();
+/** Run messages in the order sent (they come by mailbox or postMessage). */
+const runs = new InOrder<RunMsg>();
 /** The number of the last result message sent. */
 let sentDone = 0;
 
@@ -237,15 +236,7 @@ function onMessage(msg: ToWorker): void {
  * of memory is caught).
  */
 function takeRun(msg: RunMsg, direct: boolean): void {
-  if (msg.m !== nextRun) {
-    early.set(msg.m, msg);
-    return;
-  }
-  for (let next: RunMsg | undefined = msg; next;) {
-    inbox.push(next);
-    early.delete(nextRun);
-    next = early.get(++nextRun);
-  }
+  if (!runs.accept(msg, (next) => inbox.push(next))) return;
   if (!draining) {
     draining = true;
     if (direct) drained = drain();
@@ -354,6 +345,10 @@ async function runBatch(msg: RunMsg): Promise<void> {
   const { seqs, fns, modes, lens } = msg;
   const ends: Array<() => void> = [];
   const taskContext = { onTaskEnd: (fn: () => void) => ends.push(fn) };
+  // What a task receives through a pipe or queue is its own, as its
+  // arguments are. Set once per batch: this worker runs one batch at a time
+  // and nothing else sets it meanwhile.
+  setAmbientReviveContext(taskContext);
   let at = 0;
   for (let j = 0; j < seqs.length; j++) {
     const seq = seqs[j]!, len = lens[j]!, mode = modes[j];
@@ -369,9 +364,10 @@ async function runBatch(msg: RunMsg): Promise<void> {
     let items = msg.items, base = at;
     if (msg.handles) {
       try {
-        items = (await decodeShared(msg.items.slice(at, at + len), {
-          onTaskEnd: (fn) => ends.push(fn),
-        })) as unknown[];
+        items = (await decodeShared(
+          msg.items.slice(at, at + len),
+          taskContext,
+        )) as unknown[];
         base = 0;
       } catch (e) {
         out.seqs.push(seq);
@@ -409,16 +405,10 @@ async function runBatch(msg: RunMsg): Promise<void> {
         // showed up at 7 % of a worker's time at chunksize 1. Milliseconds
         // are enough for timeouts and for taking work back.
         started[0] = Date.now();
-        // What the task receives through a pipe or queue is its own, as
-        // its arguments are (set again after each await: tasks interleave).
-        setAmbientReviveContext(taskContext);
         let r = mode === CALL_ITEM
           ? fn(items[base + i])
           : fn(...(items[base + i] as unknown[]));
-        if (isThenable(r)) {
-          r = await r;
-          setAmbientReviveContext(taskContext);
-        }
+        if (isThenable(r)) r = await r;
         if (typeof r === "object" && r !== null) out.handles = true;
         values.push(r);
       }
@@ -453,17 +443,18 @@ async function runProcess(msg: ProcessMsg): Promise<void> {
     if (task.error) {
       throw Object.assign(new Error(task.error.message), task.error);
     }
+    const context = { onTaskEnd: (fn: () => void) => ends.push(fn) };
     const args = (msg.handles
-      ? await decodeShared(msg.args, {
-        onTaskEnd: (fn) => ends.push(fn),
-      })
+      ? await decodeShared(msg.args, context)
       : msg.args) as unknown[];
-    setAmbientReviveContext({ onTaskEnd: (fn) => ends.push(fn) });
+    setAmbientReviveContext(context);
     try {
       await task.fn!(...args);
     } catch (e) {
       // Told to stop (terminated): the unwinding is not the target's error.
-      if (stopRequested()) return;
+      if (stopRequested()) {
+        return;
+      }
       const info = explainTaskError(e, task.fromSource);
       // The stack shows the original message: put the explanation first
       // when there is one.
