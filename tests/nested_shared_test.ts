@@ -295,3 +295,38 @@ mpTest(
     q.close();
   },
 );
+
+mpTest(
+  "a typed array over a SharedArrayBuffer stays shared: as a Pool task argument, in a queue item, in a pipe message",
+  async () => {
+    const words = new Int32Array(new SharedArrayBuffer(8));
+    await using pool = new Pool({ workers: 1 });
+    // A small job goes through the pool's shared-memory mailbox.
+    await pool.apply((w: Int32Array) => Atomics.add(w, 0, 1), [words]);
+    assert.equal(words[0], 1, "the task's view is over the same memory");
+    const q = new Queue<{ w: Int32Array }>();
+    const [a, b] = Pipe<[Int32Array]>();
+    await q.put({ w: words });
+    a.send([words]);
+    const p = new Process({
+      target: async (
+        q: Queue<{ w: Int32Array }>,
+        b: import("../patterns/pipe.ts").Connection<[Int32Array]>,
+      ) => {
+        const { w } = await q.get({ timeout: 30_000 });
+        Atomics.add(w, 0, 10);
+        const [w2] = await b.recv({ timeout: 30_000 });
+        Atomics.add(w2, 1, 100);
+      },
+      args: [q, b],
+    });
+    p.start();
+    await p.join();
+    assert.equal(p.exitCode, 0);
+    assert.deepEqual([...words], [11, 100]);
+    assert.equal(depositCount(), 0);
+    a.close();
+    b.close();
+    q.close();
+  },
+);

@@ -140,8 +140,19 @@ function isShareable(v: object): v is Shareable {
 }
 
 /**
+ * Whether `v` is shared memory itself: a `SharedArrayBuffer`, or a view
+ * over one. Structured clone (`postMessage`) shares such memory; a byte
+ * encoding (`node:v8`'s serializer, a ring's record) would copy it.
+ */
+function isSharedMemory(v: object): boolean {
+  return v instanceof SharedArrayBuffer ||
+    (ArrayBuffer.isView(v) && v.buffer instanceof SharedArrayBuffer);
+}
+
+/**
  * Whether `value` is, or holds anywhere inside, one of this package's
- * shared objects (what {@linkcode encodeShared} would replace).
+ * shared objects or shared memory (a `SharedArrayBuffer` or a view over
+ * one): what must travel by `postMessage` to stay shared.
  *
  * @param value The value to look through.
  * @returns `true` at the first one found.
@@ -150,7 +161,7 @@ export function holdsShared(value: object): boolean {
   let found = false;
   forEachNode(value, (v) => {
     if (found) return false;
-    if (isShareable(v)) found = true;
+    if (isShareable(v) || isSharedMemory(v)) found = true;
     return !found;
   });
   return found;
@@ -162,7 +173,11 @@ export function holdsShared(value: object): boolean {
 export interface Encoded {
   /** The value with every shared object replaced by its handle. */
   value: unknown;
-  /** Whether any handle was found (if not, decoding can be skipped). */
+  /**
+   * Whether any handle, or any shared memory, was found: the message must
+   * then go by `postMessage` (a byte encoding would copy the memory), and
+   * the receiver decodes it (if not, decoding can be skipped).
+   */
   handles: boolean;
   /** Hooks to run once the message was posted. */
   afterSend: Array<() => void>;
@@ -189,6 +204,10 @@ export function encodeShared(
     afterSend: (fn) => out.afterSend.push(fn),
   };
   out.value = mapTree(value, (v, map) => {
+    if (isSharedMemory(v)) {
+      out.handles = true;
+      return v;
+    }
     if (!isShareable(v)) return DESCEND;
     out.handles = true;
     const h = v[kShare](context);
