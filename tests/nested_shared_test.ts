@@ -330,3 +330,21 @@ mpTest(
     q.close();
   },
 );
+
+mpTest(
+  "a pipe end passed to a Process whose target cannot be found is closed when it exits",
+  async () => {
+    const [mine, theirs] = Pipe();
+    const p = new Process<typeof import("./fixtures/tasks.ts")>({
+      target: "nope" as "cube",
+      module: new URL("./fixtures/tasks.ts", import.meta.url).href,
+      args: [theirs as never],
+    });
+    p.start();
+    theirs.close();
+    assert.equal(await p.join(), 1);
+    // The process's copy closed with it: the peer sees the end of the pipe.
+    await assert.rejects(mine.recv({ timeout: 10_000 }), EOFError);
+    mine.close();
+  },
+);

@@ -438,22 +438,27 @@ async function runProcess(msg: ProcessMsg): Promise<void> {
   moduleUrl = msg.module;
   const ends: Array<() => void> = [];
   let code = 0;
+  let stopped = false;
   try {
-    const task = await resolveTask(msg.target);
-    if (task.error) {
-      throw Object.assign(new Error(task.error.message), task.error);
-    }
+    // The arguments first: what they hold (a pipe end's copy) is the
+    // process's from now on, and closes when it ends, even if the target
+    // cannot be found.
     const context = { onTaskEnd: (fn: () => void) => ends.push(fn) };
     const args = (msg.handles
       ? await decodeShared(msg.args, context)
       : msg.args) as unknown[];
+    const task = await resolveTask(msg.target);
+    if (task.error) {
+      throw Object.assign(new Error(task.error.message), task.error);
+    }
     setAmbientReviveContext(context);
     try {
       await task.fn!(...args);
     } catch (e) {
       // Told to stop (terminated): the unwinding is not the target's error.
-      if (stopRequested()) {
-        return;
+      stopped = stopRequested();
+      if (stopped) {
+        throw e;
       }
       const info = explainTaskError(e, task.fromSource);
       // The stack shows the original message: put the explanation first
@@ -465,9 +470,11 @@ async function runProcess(msg: ProcessMsg): Promise<void> {
       code = 1;
     }
   } catch (e) {
-    const info = errorInfo(e);
-    console.error(`Process ${currentThreadName()}:\n${info.stack}`);
-    code = 1;
+    if (!stopped) {
+      const info = errorInfo(e);
+      console.error(`Process ${currentThreadName()}:\n${info.stack}`);
+      code = 1;
+    }
   }
   for (const end of ends) {
     try {
@@ -476,5 +483,5 @@ async function runProcess(msg: ProcessMsg): Promise<void> {
       // Closing what the process held is best effort.
     }
   }
-  post({ t: "exit", code });
+  if (!stopped) post({ t: "exit", code });
 }
