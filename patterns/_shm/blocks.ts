@@ -75,7 +75,7 @@ function directory(): Directory {
 function locked<T>(fn: (d: Directory) => T): T {
   const d = directory();
   const me = currentThreadId();
-  if (!d.lock.tryLock(me)) d.lock.lockSync(me);
+  d.lock.take(me);
   try {
     return fn(d);
   } finally {

@@ -260,7 +260,7 @@ export class RecordRing {
    */
   #take(): void {
     const me = currentThreadId();
-    if (!this.#lock.tryLock(me)) this.#lock.lockSync(me);
+    this.#lock.take(me);
   }
 
   /**

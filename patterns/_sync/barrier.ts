@@ -71,7 +71,7 @@ export interface BarrierOptions {
  */
 function barrierLock(lock: OwnerWord): void {
   const me = currentThreadId();
-  if (!lock.tryLock(me)) lock.lockSync(me);
+  lock.take(me);
 }
 
 /** Ends generation `g` broken (if it is still current); under no lock. */
